@@ -21,3 +21,25 @@ def estimate_flops(model: nn.Module, batch_size: int = 1) -> int:
         model(x)
     model.train(was_training)
     return counter.get_total_flops() // batch_size
+
+
+def weights_of(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A state dict ready for safetensors: CPU, contiguous, each shared (tied) tensor once."""
+    out, seen = {}, set()
+    for name, tensor in model.state_dict().items():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset(), tuple(tensor.shape))
+        if tensor.numel() and key in seen:
+            continue
+        seen.add(key)
+        out[name] = tensor.detach().to("cpu", copy=True).contiguous()
+    return out
+
+
+def load_weights(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
+    """Load `weights_of` output; raises ValueError naming keys that do not fit."""
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    # A tied tensor was saved under its first name only, and loading that one filled both.
+    loaded = {t.untyped_storage().data_ptr() for k, t in model.state_dict().items() if k in weights}
+    missing = [k for k in missing if model.state_dict()[k].untyped_storage().data_ptr() not in loaded]
+    if missing or unexpected:
+        raise ValueError(f"weights do not fit the model: missing {missing[:5]}, unexpected {unexpected[:5]}")

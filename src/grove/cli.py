@@ -1,0 +1,166 @@
+"""`grove <command>`: parses arguments, calls the library, prints. Nothing imports this module."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from grove.errors import GroveError
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.run(args) or 0
+    except GroveError as err:
+        if os.environ.get("RANK", "0") == "0":  # one line, not one per process
+            print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; `grove train --resume RUN_DIR` continues from the last checkpoint", file=sys.stderr)
+        return 130
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="grove", description="Train, evaluate and use CNN, RNN and Transformer models.")
+    sub = p.add_subparsers(required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train from a recipe (name or YAML path), or --resume a run")
+    t.add_argument("recipe", nargs="?", help="built-in recipe name (see `grove recipes`) or a YAML file")
+    t.add_argument("overrides", nargs="*", metavar="key.sub=value", help="recipe overrides, e.g. train.epochs=5")
+    t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
+    t.add_argument("--nproc", type=int, default=1, help="data-parallel processes on this machine")
+    t.add_argument("--nnodes", default="1", help="machines taking part (torchrun's --nnodes)")
+    t.add_argument("--node-rank", type=int, default=0, help="this machine's rank, with --rdzv-endpoint")
+    t.add_argument("--rdzv-endpoint", help="HOST:PORT of the rendezvous, for several machines")
+    t.set_defaults(run=cmd_train)
+
+    e = sub.add_parser("evaluate", help="metrics of a run's checkpoint on a split")
+    e.add_argument("run_dir")
+    e.add_argument("--split", default="test")
+    e.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    e.add_argument("--device", default="auto")
+    e.add_argument("--json", action="store_true", help="print the full result as JSON")
+    e.set_defaults(run=cmd_evaluate)
+
+    r = sub.add_parser("predict", help="top-k labels for image files")
+    r.add_argument("run_dir")
+    r.add_argument("inputs", nargs="+", metavar="FILE")
+    r.add_argument("--top-k", type=int, default=5)
+    r.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    r.add_argument("--json", action="store_true")
+    r.set_defaults(run=cmd_predict)
+
+    sub.add_parser("recipes", help="list the built-in recipes").set_defaults(run=cmd_recipes)
+    sub.add_parser("models", help="list the registered models").set_defaults(run=cmd_models)
+    sub.add_parser("datasets", help="list the registered data sets").set_defaults(run=cmd_datasets)
+    return p
+
+
+def cmd_train(args) -> int:
+    from grove.config import load_recipe, validate
+    from grove.engine import distributed
+    from grove.engine.loop import train
+    from grove.rundir import RunDir
+
+    if args.resume:
+        if args.recipe or args.overrides:
+            raise GroveError("--resume continues a run with its saved recipe: give the run directory alone")
+        recipe = validate(RunDir.open(args.resume).read_config())
+        name = RunDir(args.resume).read_json("meta.json")["recipe"]
+    elif args.recipe:
+        recipe, name = load_recipe(args.recipe, args.overrides)
+    else:
+        raise GroveError("name a recipe (`grove recipes` lists them) or pass --resume RUN_DIR")
+    if args.nproc > 1 and not distributed.launched_by_torchrun():
+        argv = ["train", *( ["--resume", args.resume] if args.resume else [args.recipe, *args.overrides])]
+        from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+        try:
+            distributed.launch(argv, args.nproc, args.nnodes, args.node_rank, args.rdzv_endpoint)
+        except ChildFailedError:
+            raise GroveError("a training process failed; its message is above") from None
+        return 0
+    summary = train(recipe, name, resume=args.resume)
+    if os.environ.get("RANK", "0") == "0":
+        print_summary(summary)
+    return 0
+
+
+def print_summary(summary: dict) -> None:
+    speed = summary["speed"]
+    print(
+        f"done: {summary['split']} accuracy {summary['accuracy']:.4f} (top-5 {summary['top5']:.4f}, "
+        f"loss {summary['loss']:.4f}) after {summary['steps']} steps / {summary['epochs']} epochs in "
+        f"{summary['train_seconds']:.1f}s | {speed['device']} {speed['precision']}"
+        f"{' channels_last' if speed['channels_last'] else ''}{' compiled' if speed['compile'] else ''}"
+    )
+    print(f"run directory: {summary['run']}")
+
+
+def cmd_evaluate(args) -> int:
+    from grove.engine.evaluate import evaluate_run
+
+    result = evaluate_run(args.run_dir, args.split, args.checkpoint, args.device)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"{result['split']}: accuracy {result['accuracy']:.4f}  top-5 {result['top5']:.4f}  "
+          f"loss {result['loss']:.4f}  macro-F1 {result['macro_f1']:.4f}  ({result['count']} samples)")
+    pc = result["per_class"]
+    width = max(len(c) for c in result["classes"])
+    print(f"{'class':<{width}}  precision  recall  f1      support")
+    for i, name in enumerate(result["classes"]):
+        print(f"{name:<{width}}  {pc['precision'][i]:9.4f}  {pc['recall'][i]:6.4f}  {pc['f1'][i]:.4f}  {pc['support'][i]:7d}")
+    if len(result["classes"]) <= 20:
+        print("confusion matrix (rows: true, columns: predicted):")
+        for row in result["confusion_matrix"]:
+            print(" ".join(f"{n:5d}" for n in row))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    import grove
+
+    predictor = grove.load(args.run_dir, checkpoint=args.checkpoint)
+    results = predictor.predict(args.inputs, top=args.top_k)
+    if args.json:
+        print(json.dumps([{"input": f, "top": [{"label": l, "probability": p} for l, p in r]}
+                          for f, r in zip(args.inputs, results)], indent=2))
+        return 0
+    for file, ranked in zip(args.inputs, results):
+        print(f"{file}: " + ", ".join(f"{label} {prob:.3f}" for label, prob in ranked))
+    return 0
+
+
+def cmd_recipes(args) -> int:
+    from grove.config import builtin_recipes, recipe_description
+
+    recipes = builtin_recipes()
+    width = max(len(n) for n in recipes)
+    for name, path in recipes.items():
+        print(f"{name:<{width}}  {recipe_description(path)}")
+    return 0
+
+
+def cmd_models(args) -> int:
+    from grove.models.utils import count_params
+    from grove.registry import MODELS
+
+    for name in MODELS.names():
+        entry = MODELS.get(name)
+        params = count_params(entry.fn())
+        tags = "/".join(str(v) for v in entry.tags.values())
+        print(f"{name:<12} {tags:<12} {params / 1e6:8.2f}M  {entry.description}")
+    return 0
+
+
+def cmd_datasets(args) -> int:
+    from grove.registry import DATASETS
+
+    for name in DATASETS.names():
+        entry = DATASETS.get(name)
+        print(f"{name:<14} {entry.tags.get('modality', ''):<8} {entry.description}")
+    return 0

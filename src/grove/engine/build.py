@@ -1,0 +1,91 @@
+"""Recipe (or run directory) to objects: data, task, model, optimiser, schedule."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from grove.config import Recipe
+from grove.data.base import DataBundle
+from grove.errors import GroveError
+from grove.models.utils import load_weights
+from grove.registry import DATASETS, MODELS, create_model
+from grove.tasks.classification import ClassificationTask
+
+
+def build_data(data_cfg) -> DataBundle:
+    return DATASETS.create(data_cfg.name, **data_cfg.options())
+
+
+def build_task(recipe: Recipe, num_classes: int):
+    return ClassificationTask(num_classes, label_smoothing=recipe.train.label_smoothing)
+
+
+def model_options(recipe: Recipe, bundle: DataBundle) -> dict:
+    """The data's defaults (classes, channels, size) that the model takes, under the recipe's own."""
+    entry = MODELS.get(recipe.model.name)
+    defaults = {k: v for k, v in bundle.model_defaults.items() if entry.accepts(k)}
+    return {**defaults, **recipe.model.options()}
+
+
+def build_model(name: str, options: dict) -> nn.Module:
+    try:
+        return create_model(name, **options)
+    except (TypeError, ValueError) as err:
+        raise GroveError(f"model '{name}' cannot be built with {options}: {err}") from None
+
+
+def load_pretrained(model: nn.Module, path: str) -> None:
+    """A state dict file (.safetensors, or a torch .pt/.pth such as torchvision's) into the model."""
+    file = Path(path)
+    if not file.is_file():
+        raise GroveError(f"model.weights: {path} does not exist")
+    try:
+        if file.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            weights = load_file(file)
+        else:
+            weights = torch.load(file, map_location="cpu", weights_only=True)
+            weights = weights.get("state_dict", weights.get("model", weights))
+        load_weights(model, weights)
+    except (ValueError, RuntimeError, OSError) as err:
+        raise GroveError(f"model.weights: {path} does not fit model: {str(err).splitlines()[0]}") from None
+
+
+def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
+    # Decay matrices and kernels only: decaying norms' scales and biases only hurts (timm, nanoGPT).
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    if cfg.name == "sgd":
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+
+
+def lr_factor(cfg, total_steps: int, steps_per_epoch: int):
+    """The schedule as a pure function of the step, so resuming needs only the step."""
+    warmup = round(cfg.warmup_epochs * steps_per_epoch)
+
+    def factor(step: int) -> float:
+        if cfg.name == "onecycle":
+            rise = max(1, round(cfg.pct_start * total_steps))
+            if step < rise:
+                return 0.04 + 0.96 * step / rise  # from lr/25, as torch's OneCycleLR
+            t = (step - rise) / max(1, total_steps - rise)
+            return 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+        if step < warmup:
+            return (step + 1) / warmup
+        if cfg.name == "cosine":
+            t = (step - warmup) / max(1, total_steps - warmup)
+            return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
+        if cfg.name == "step":
+            return cfg.gamma ** (step // (cfg.step_epochs * steps_per_epoch))
+        return 1.0
+
+    return factor

@@ -1,0 +1,333 @@
+"""The one training loop: forward, loss, backward, optimiser step (survey section 3.1).
+
+Settings are applied in a fixed order, outside the model: device -> memory format -> weights ->
+EMA copy -> data-parallel wrapper -> compile. The host syncs only at log intervals (`.item()`
+there and nowhere in the step), so a GPU is never waiting on Python.
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+
+import torch
+from tqdm import tqdm
+
+from grove.config import Recipe
+from grove.data.loader import BatchLoader
+from grove.engine import distributed as D
+from grove.engine.build import (
+    build_data,
+    build_model,
+    build_optimizer,
+    build_task,
+    load_pretrained,
+    lr_factor,
+    model_options,
+)
+from grove.engine.ema import EMA
+from grove.engine.evaluate import evaluate, final_report
+from grove.engine.logging import MetricsLog
+from grove.engine.precision import Speed, pick_device, resolve_speed
+from grove.errors import GroveError
+from grove.models.utils import count_params, load_weights, weights_of
+from grove.rundir import RunDir
+
+
+@dataclass
+class Progress:
+    """Everything about where training stands; saved in every checkpoint."""
+
+    step: int = 0  # optimiser steps taken (skipped non-finite steps included)
+    epoch: int = 0
+    batch: int = 0  # next batch of `epoch`
+    best: float | None = None
+    best_step: int | None = None
+    bad_epochs: int = 0  # epochs since `best` improved (early stopping)
+    skipped_steps: int = 0
+    metrics_records: int = 0  # lines of metrics.jsonl that belong to this checkpoint
+    train_seconds: float = 0.0
+
+
+def train(recipe: Recipe, recipe_name: str, resume: str | None = None) -> dict:
+    """Train from a recipe (or continue the run at `resume`); returns the run's summary."""
+    device = pick_device(recipe.train.device, int(__import__("os").environ.get("LOCAL_RANK", 0)))
+    procs = D.init_processes(device.type)
+    try:
+        return Trainer(recipe, recipe_name, device, procs).fit(resume)
+    finally:
+        D.close_processes()
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    torch.manual_seed(seed)
+    if deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def to_device_format(x: torch.Tensor, speed: Speed) -> torch.Tensor:
+    return x.contiguous(memory_format=torch.channels_last) if speed.channels_last and x.dim() == 4 else x
+
+
+class Trainer:
+    def __init__(self, recipe: Recipe, recipe_name: str, device: torch.device, procs: D.Processes):
+        self.recipe, self.recipe_name, self.device, self.procs = recipe, recipe_name, device, procs
+        t, d = recipe.train, recipe.data
+        seed_everything(t.seed + procs.rank, t.deterministic)
+
+        self.bundle = build_data(d)
+        self.task = build_task(recipe, self.bundle.num_classes)
+        self.model_options = model_options(recipe, self.bundle)
+        model = build_model(recipe.model.name, self.model_options)
+        if recipe.model.weights:
+            load_pretrained(model, recipe.model.weights)
+        self.speed = resolve_speed(t, device, model.example_input(1).dim() == 4)
+        model = model.to(device, memory_format=torch.channels_last) if self.speed.channels_last else model.to(device)
+        self.model = model
+
+        per_rank = d.batch_size // procs.world_size
+        if d.batch_size % (procs.world_size * t.grad_accum):
+            raise GroveError(
+                f"data.batch_size={d.batch_size} must divide evenly into {procs.world_size} process(es) "
+                f"x train.grad_accum={t.grad_accum} micro-batches"
+            )
+        self.micro_batches = t.grad_accum
+        self.per_rank = per_rank
+        common = dict(device=device, rank=procs.rank, world_size=procs.world_size, num_workers=d.num_workers, strict=d.strict)
+        self.train_loader = BatchLoader(self.bundle.train, d.batch_size, train=True, seed=t.seed, **common)
+        eval_batch = d.eval_batch_size or max(per_rank, 256)
+        self.val_loader = BatchLoader(self.bundle.val, eval_batch, train=False, **common)
+        self.test_loader = (
+            BatchLoader(self.bundle.test, eval_batch, train=False, **common) if self.bundle.test is not None else None
+        )
+        self.steps_per_epoch = len(self.train_loader)
+        self.total_steps = t.epochs * self.steps_per_epoch
+        if t.max_steps:
+            self.total_steps = min(self.total_steps, t.max_steps)
+
+        self.optimizer = build_optimizer(recipe.optim, model)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_factor(recipe.schedule, self.total_steps, self.steps_per_epoch)
+        )
+        self.scaler = self.speed.grad_scaler()
+        self.ema = EMA(model, t.ema_decay) if t.ema_decay else None
+        self.progress = Progress()
+
+    # -- the run directory ----------------------------------------------------------------------
+    def open_run(self, resume: str | None) -> RunDir:
+        if resume:
+            run = RunDir.open(resume)
+            self.restore(run)
+            return run
+        if hasattr(self.model, "init_from_data"):
+            inputs, _ = next(iter(self.train_loader.epoch(0)))
+            self.model.init_from_data(to_device_format(self.bundle.transform(inputs, False), self.speed))
+            if self.ema:
+                self.ema.model.load_state_dict(self.model.state_dict())
+        path = None
+        if self.procs.is_main:
+            run = RunDir.create(self.recipe.run.dir, self.recipe.run.name or self.recipe_name)
+            run.write_config(self.recipe.to_dict())
+            run.write_json("meta.json", self.meta())
+            path = str(run.path)
+        return RunDir(D.broadcast(path, self.procs))
+
+    def meta(self) -> dict:
+        import grove
+
+        return {
+            "grove_version": grove.__version__,
+            "recipe": self.recipe_name,
+            "task": self.task.name,
+            "model": {"name": self.recipe.model.name, "options": self.model_options},
+            "classes": self.bundle.classes,
+            "data": self.bundle.meta,
+        }
+
+    def restore(self, run: RunDir) -> None:
+        weights, state = run.load_checkpoint("last")
+        load_weights(self.model, state["raw_weights"] if self.ema else weights)
+        if self.ema:
+            load_weights(self.ema.model, weights)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        rng = state["rng"][self.procs.rank]
+        torch.set_rng_state(rng["cpu"])
+        if "cuda" in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], self.device)
+        self.progress = Progress(**state["progress"])
+        if self.procs.is_main:
+            run.truncate_metrics(self.progress.metrics_records)
+
+    def save_checkpoint(self, run: RunDir, log: MetricsLog, tags: list[str]) -> None:
+        rng = {"cpu": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        rngs = D.gather(rng, self.procs)
+        if self.procs.is_main:
+            self.progress.metrics_records = log.records
+            state = {
+                "progress": asdict(self.progress),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                "raw_weights": weights_of(self.model) if self.ema else None,
+                "rng": rngs,
+            }
+            run.save_checkpoint(self.progress.step, weights_of(self.eval_model), state, tags)
+        D.barrier(self.procs)
+
+    @property
+    def eval_model(self):
+        return self.ema.model if self.ema else self.model
+
+    # -- training -------------------------------------------------------------------------------
+    def fit(self, resume: str | None = None) -> dict:
+        run = self.open_run(resume)
+        main = self.procs.is_main
+        log = MetricsLog(run if main else None, purge_step=self.progress.step if resume else None)
+        train_model = self.model
+        if self.procs.active:
+            train_model = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        if self.speed.compile:
+            train_model = torch.compile(train_model)
+
+        if main:
+            print(
+                f"run {run.path} | {self.recipe.model.name} {count_params(self.model):,} params | "
+                f"{self.device} x{self.procs.world_size} | {self.speed.precision}"
+                f"{' channels_last' if self.speed.channels_last else ''}{' compiled' if self.speed.compile else ''}"
+            )
+        started = time.perf_counter() - self.progress.train_seconds
+        try:
+            while self.progress.step < self.total_steps and not self.early_stop():
+                self.train_one_epoch(train_model, run, log)
+                self.progress.train_seconds = time.perf_counter() - started
+                self.end_epoch(run, log)
+        finally:
+            log.close()
+        summary = final_report(self, run)
+        D.barrier(self.procs)
+        return summary
+
+    def early_stop(self) -> bool:
+        patience = self.recipe.train.early_stopping_patience
+        return bool(patience and self.progress.bad_epochs >= patience)
+
+    def train_one_epoch(self, train_model, run: RunDir, log: MetricsLog) -> None:
+        t, p = self.recipe.train, self.progress
+        train_model.train()
+        window = self.task.metrics(self.device)
+        nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
+        window_start, window_samples = time.perf_counter(), 0
+        bar = tqdm(
+            total=self.steps_per_epoch,
+            initial=p.batch,
+            desc=f"epoch {p.epoch + 1}/{t.epochs}",
+            disable=not self.procs.is_main,
+            dynamic_ncols=True,
+            leave=False,
+        )
+        for inputs, targets in self.train_loader.epoch(p.epoch, start=p.batch):
+            inputs = to_device_format(self.bundle.transform(inputs, True), self.speed)
+            step_nonfinite = self.optimizer_step(train_model, inputs, targets, window)
+            nonfinite |= step_nonfinite
+            if t.nan_policy == "skip" and D.any_rank(step_nonfinite, self.procs):
+                p.skipped_steps += 1
+                nonfinite.zero_()
+            p.step += 1
+            p.batch += 1
+            window_samples += len(targets) * self.procs.world_size
+            bar.update(1)
+            end_of_epoch = p.batch == self.steps_per_epoch or p.step >= self.total_steps
+            checkpoint_now = t.checkpoint_every and p.step % t.checkpoint_every == 0 and not end_of_epoch
+            if p.step % t.log_every == 0 or end_of_epoch or checkpoint_now:
+                self.check_finite(nonfinite, run)
+                window.all_reduce()
+                figures = window.compute()
+                figures = {
+                    "loss": figures["loss"],
+                    "accuracy": figures["accuracy"],
+                    "lr": self.scheduler.get_last_lr()[0],
+                    "samples_per_s": window_samples / (time.perf_counter() - window_start),
+                }
+                log.log("train", p.step, p.epoch, figures)
+                bar.set_postfix(loss=f"{figures['loss']:.4f}", acc=f"{figures['accuracy']:.3f}", sps=f"{figures['samples_per_s']:.0f}")
+                window = self.task.metrics(self.device)
+                window_start, window_samples = time.perf_counter(), 0
+            if checkpoint_now:
+                self.save_checkpoint(run, log, ["last"])
+            if end_of_epoch:
+                break
+        bar.close()
+        if self.train_loader.skipped and self.procs.is_main:
+            tqdm.write(f"skipped {len(self.train_loader.skipped)} unreadable training file(s) so far")
+
+    def optimizer_step(self, train_model, inputs, targets, window) -> torch.Tensor:
+        """One optimiser step over `grad_accum` micro-batches; returns a device flag for a non-finite loss."""
+        t = self.recipe.train
+        nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
+        chunks = list(zip(inputs.chunk(self.micro_batches), targets.chunk(self.micro_batches)))
+        for i, (x, y) in enumerate(chunks):
+            # Gradients are all-reduced once, on the last micro-batch.
+            no_sync = self.procs.active and i < len(chunks) - 1
+            with train_model.no_sync() if no_sync and hasattr(train_model, "no_sync") else nullcontext():
+                with self.speed.autocast():
+                    loss, outputs = self.task.step(train_model, x, y)
+                scaled = loss / len(chunks)
+                (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+            window.update(outputs.detach(), y, loss.detach())
+            nonfinite |= ~torch.isfinite(loss.detach())
+        if t.nan_policy == "skip" and D.any_rank(nonfinite, self.procs):
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scheduler.step()
+            return nonfinite
+        if t.clip_grad_norm:
+            if self.scaler:
+                self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_grad_norm)
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+        if self.ema:
+            self.ema.update(self.model)
+        return nonfinite
+
+    def check_finite(self, nonfinite: torch.Tensor, run: RunDir) -> None:
+        if not D.any_rank(nonfinite, self.procs):
+            return
+        last = run.checkpoint("last")
+        raise GroveError(
+            f"the training loss became NaN or infinite by step {self.progress.step}; "
+            "lower optim.lr, set train.clip_grad_norm, or set train.nan_policy=skip"
+            + (f" (last good checkpoint: {last}; --resume {run.path} continues from it)" if last else "")
+        )
+
+    def end_epoch(self, run: RunDir, log: MetricsLog) -> None:
+        p = self.progress
+        figures = evaluate(self.eval_model, self.val_loader, self.task, self.bundle.transform, self.speed)
+        log.log("val", p.step, p.epoch, figures)
+        value = figures[self.task.monitor]
+        better = p.best is None or (value > p.best if self.task.monitor_mode == "max" else value < p.best)
+        if better:
+            p.best, p.best_step, p.bad_epochs = value, p.step, 0
+        else:
+            p.bad_epochs += 1
+        if self.procs.is_main:
+            tqdm.write(
+                f"epoch {p.epoch + 1}: val loss {figures['loss']:.4f} {self.task.monitor} {value:.4f}"
+                + (" (best)" if better else "")
+            )
+        p.epoch += 1
+        p.batch = 0
+        self.save_checkpoint(run, log, ["last", "best"] if better else ["last"])
