@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from grove.data.image import ImageTransform, load_image
+from grove.data.image import ImageTransform, image_to_tensor, load_image
 from grove.engine.build import build_model
 from grove.engine.precision import pick_device
 from grove.errors import GroveError
@@ -37,7 +37,8 @@ class Predictor:
         return cls(model.to(torch_device), meta, torch_device)
 
     def _as_batch(self, images) -> torch.Tensor:
-        """Paths, PIL images, HxW(xC) uint8 arrays or CxHxW uint8 tensors -> a uint8 batch."""
+        """Paths, PIL images, HxW(xC) uint8 arrays or CxHxW uint8 tensors -> a uint8 batch, all
+        resized and cropped the way training images were decoded."""
         from PIL import Image
 
         tensors = []
@@ -45,17 +46,13 @@ class Predictor:
             if isinstance(image, (str, Path)):
                 tensors.append(load_image(image, self.load_size, self.channels))
                 continue
-            if isinstance(image, Image.Image):
-                image = np.asarray(image.convert("L" if self.channels == 1 else "RGB"))
+            if isinstance(image, torch.Tensor) and image.dim() == 3:
+                image = image.permute(1, 2, 0).squeeze(-1).numpy()
             if isinstance(image, np.ndarray):
-                image = torch.from_numpy(image if image.ndim == 3 else image[..., None]).permute(2, 0, 1)
-            if not isinstance(image, torch.Tensor) or image.dim() != 3 or image.shape[0] != self.channels:
-                raise GroveError(f"expected an image with {self.channels} channel(s) (path, PIL image, array or CxHxW tensor)")
-            if tuple(image.shape[1:]) != (self.load_size, self.load_size):
-                image = torch.nn.functional.interpolate(
-                    image[None].float(), size=(self.load_size, self.load_size), mode="bilinear", antialias=True
-                )[0].round().clamp(0, 255)
-            tensors.append(image.to(torch.uint8))
+                image = Image.fromarray(image.astype(np.uint8))
+            if not isinstance(image, Image.Image):
+                raise GroveError(f"cannot predict on a {type(image).__name__}: pass image paths, PIL images, arrays or CxHxW tensors")
+            tensors.append(image_to_tensor(image, self.load_size, self.channels))
         return torch.stack(tensors)
 
     @torch.no_grad()

@@ -1,0 +1,349 @@
+"""Image data sets: every split holds uint8 (C, H, W) images.
+
+Conversion to float, normalisation and augmentation happen in `ImageTransform` on whole batches on
+the training device, so workers and host memory only ever move uint8 and the GPU does the rest.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tarfile
+import zlib
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image, UnidentifiedImageError
+
+from grove.data.base import DataBundle, TensorData
+from grove.data.download import data_dir, fetch
+from grove.errors import GroveError
+from grove.registry import register_dataset
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+CIFAR10_MEAN, CIFAR10_STD = [0.4914, 0.4822, 0.4465], [0.2470, 0.2435, 0.2616]
+CIFAR10_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
+CIFAR10_MD5 = "c58f30108f718f92721af3b95e74349a"
+
+
+@dataclass
+class ImageTransform:
+    """uint8 (B, C, H, W) batch -> normalised float batch; random crop and flip when training.
+
+    Randomness comes from the global torch RNG of the batch's device, which the engine checkpoints,
+    so a resumed run draws the same crops and flips as an uninterrupted one.
+    """
+
+    mean: list[float]
+    std: list[float]
+    crop_size: int | None = None  # output side; None keeps the input size
+    crop_padding: int = 0
+    flip: bool = False
+    # (scale, shift) per device, so each batch does not copy the constants to the GPU again.
+    _affine: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __call__(self, x: torch.Tensor, train: bool) -> torch.Tensor:
+        scale, shift = self._constants(x.device)
+        x = torch.addcmul(shift, x.float(), scale)  # (x / 255 - mean) / std in one pass
+        height, width = x.shape[-2:]
+        size = self.crop_size
+        if size is not None and (size > height or size > width):
+            raise GroveError(f"crop_size {size} is larger than the {height}x{width} images")
+        if train:
+            return self._random_crop_flip(x, size or height, size or width)
+        if size is None:
+            return x
+        top, left = (height - size) // 2, (width - size) // 2
+        return x[:, :, top : top + size, left : left + size]
+
+    def _random_crop_flip(self, x: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        pad = self.crop_padding
+        if not pad and not self.flip and (height, width) == tuple(x.shape[-2:]):
+            return x
+        # Padding after normalisation fills with 0 = the mean colour, so borders carry no signal.
+        x = F.pad(x, (pad, pad, pad, pad))
+        batch, _, padded_h, padded_w = x.shape
+        device = x.device
+        top = torch.randint(0, padded_h - height + 1, (batch, 1), device=device)
+        left = torch.randint(0, padded_w - width + 1, (batch, 1), device=device)
+        rows = top + torch.arange(height, device=device)  # (B, h)
+        cols = left + torch.arange(width, device=device)  # (B, w)
+        if self.flip:
+            # Reading a window's columns right to left crops and flips in the same gather.
+            flipped = torch.rand(batch, 1, device=device) < 0.5
+            cols = torch.where(flipped, cols.flip(1), cols)
+        samples = torch.arange(batch, device=device)[:, None, None]
+        # Three index tensors broadcast to (B, h, w) pick each sample's own window at once.
+        return x.permute(0, 2, 3, 1)[samples, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
+
+    def _constants(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if device not in self._affine:
+            mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
+            std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
+            self._affine[device] = ((1 / (255 * std)).to(device), (-mean / std).to(device))
+        return self._affine[device]
+
+    def to_dict(self) -> dict:
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.init}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ImageTransform":
+        return cls(**d)
+
+
+def load_image(path, size: int, channels: int) -> torch.Tensor:
+    """uint8 (channels, size, size) from an image file; one-line GroveError if it cannot be read."""
+    try:
+        with Image.open(path) as im:
+            # JPEG can decode at 1/2, 1/4 or 1/8 scale for free while staying >= size on each side.
+            im.draft("L" if channels == 1 else "RGB", (size, size))
+            return image_to_tensor(im, size, channels)
+    # Pillow reports bad files with many types (OSError, SyntaxError, struct.error, EOFError ...);
+    # any of them means this file is unusable, not that grove has a bug.
+    except Exception as e:
+        raise GroveError(f"cannot read image {path}: {_reason(e)}") from None
+
+
+def image_to_tensor(im: Image.Image, size: int, channels: int) -> torch.Tensor:
+    """Shorter side resized to `size` (bilinear), then center-cropped: uint8 (channels, size, size)."""
+    im = im.convert("L" if channels == 1 else "RGB")
+    width, height = im.size
+    scale = size / min(width, height)
+    width, height = max(size, round(width * scale)), max(size, round(height * scale))
+    im = im.resize((width, height), Image.BILINEAR)
+    left, top = (width - size) // 2, (height - size) // 2
+    image = torch.from_numpy(np.array(im.crop((left, top, left + size, top + size))))
+    return image.unsqueeze(0) if channels == 1 else image.permute(2, 0, 1).contiguous()
+
+
+def _reason(e: Exception) -> str:
+    if isinstance(e, UnidentifiedImageError):  # its own message repeats the path
+        return "not an image Pillow can decode (empty, corrupt or an unknown format)"
+    text = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+    return " ".join(text.split()) or type(e).__name__
+
+
+class ImageFolderData:
+    """root/<class>/**/<image> as (uint8 (C, size, size), class index); None for an unreadable file.
+
+    Pass the train split's `classes` for val/test so the indices agree; a class folder that train
+    lacks is an error. Folders starting with "." are skipped.
+    """
+
+    def __init__(self, root, size: int, channels: int, classes: list[str] | None = None):
+        root = Path(root)
+        found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
+        self.classes = list(classes) if classes is not None else found
+        index = {name: i for i, name in enumerate(self.classes)}
+        self.files: list[str] = []
+        self.targets: list[int] = []
+        for name in found:
+            if name not in index:
+                raise GroveError(f"class folder {root / name} is not among the train classes")
+            for file in _image_files(root / name):
+                self.files.append(file)
+                self.targets.append(index[name])
+        if not self.files:
+            raise GroveError(
+                f"no images ({' '.join(IMAGE_EXTENSIONS)}) in {root}: expected {root}/<class>/<image>"
+            )
+        self.size = size
+        self.channels = channels
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, i: int):
+        try:
+            return load_image(self.files[i], self.size, self.channels), self.targets[i]
+        except GroveError:
+            return None
+
+    def path(self, i: int) -> str:
+        return self.files[i]
+
+
+def _image_files(folder: Path) -> list[str]:
+    files = []
+    for parent, dirs, names in os.walk(folder, followlinks=True):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        files += [os.path.join(parent, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS)]
+    return sorted(files)
+
+
+def _image_bundle(train, val, test, classes, transform, channels, load_size) -> DataBundle:
+    image_size = transform.crop_size or load_size
+    return DataBundle(
+        train=train,
+        val=val,
+        test=test,
+        classes=classes,
+        transform=transform,
+        meta={
+            "modality": "image",
+            "channels": channels,
+            "image_size": image_size,
+            "load_size": load_size,
+            "transform": transform.to_dict(),
+        },
+        model_defaults={"num_classes": len(classes), "in_channels": channels, "image_size": image_size},
+    )
+
+
+def _stratified_split(indices: np.ndarray, labels: np.ndarray, fraction: float, seed: int, name: str):
+    """(kept, held out) index arrays, with `fraction` of `indices` held out in every class's proportion."""
+    # Imported here: scikit-learn takes about a second to import and only these builders need it.
+    from sklearn.model_selection import train_test_split
+
+    if not 0 < fraction < 1:
+        raise GroveError(f"{name} must be between 0 and 1, got {fraction}")
+    try:
+        return train_test_split(indices, test_size=fraction, stratify=labels[indices], random_state=seed)
+    except ValueError as e:
+        raise GroveError(f"cannot split {name}={fraction}: {e}") from None
+
+
+def _channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
+    pixels = images.float().div(255).transpose(0, 1).flatten(1)  # (C, N*H*W)
+    return pixels.mean(1).tolist(), pixels.std(1).tolist()
+
+
+@register_dataset(modality="vision")
+def digits(*, seed=0, val_fraction=0.1, test_fraction=0.2, crop_padding=0, flip=False):
+    """scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes; no download).
+
+    test_fraction of all images is the test split, then val_fraction of the rest is val; both
+    stratified by class with `seed`. Normalisation statistics come from the train split.
+    """
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    images = torch.from_numpy(np.round(bunch.images * 255 / 16).astype(np.uint8)).unsqueeze(1)  # (N, 1, 8, 8)
+    labels = torch.from_numpy(bunch.target).long()
+    rest, test = _stratified_split(np.arange(len(labels)), bunch.target, test_fraction, seed, "test_fraction")
+    train, val = _stratified_split(rest, bunch.target, val_fraction, seed, "val_fraction")
+    mean, std = _channel_stats(images[train])
+    splits = [TensorData(images[i], labels[i]) for i in (train, val, test)]
+    transform = ImageTransform(mean, std, crop_padding=crop_padding, flip=flip)
+    return _image_bundle(*splits, [str(d) for d in range(10)], transform, channels=1, load_size=8)
+
+
+@register_dataset(modality="vision")
+def cifar10(*, root=None, val_fraction=0.0, crop_size=None, crop_padding=4, flip=True, seed=0):
+    """CIFAR-10: 60,000 32x32 colour images in 10 classes (downloads the 163 MiB python archive).
+
+    The archive cifar-10-python.tar.gz is looked for in the folder `root`, else in data_dir()/cifar10
+    ($GROVE_DATA_DIR, default ~/.cache/grove/data), and read without extracting. val_fraction > 0
+    holds out that stratified share of the 50,000 training images as val; val_fraction=0 uses the
+    10,000 test images as val (and as test).
+    crop_size=24 trains on random 24x24 crops and evaluates on the center crop, as the survey's CNN.
+    """
+    if crop_size is not None and not 0 < crop_size <= 32:
+        raise GroveError(f"crop_size must be between 1 and 32 for CIFAR-10's 32x32 images, got {crop_size}")
+    folder = Path(root).expanduser() if root else data_dir() / "cifar10"
+    archive = fetch(CIFAR10_URL, folder / "cifar-10-python.tar.gz", md5=CIFAR10_MD5, what="the CIFAR-10 archive")
+    batches, classes = _read_cifar_archive(archive)
+    train = _cifar_split([batches[f"data_batch_{k}"] for k in range(1, 6)])
+    test = _cifar_split([batches["test_batch"]])
+    val = test
+    if val_fraction:
+        labels = train.targets.numpy()
+        kept, held = _stratified_split(np.arange(len(labels)), labels, val_fraction, seed, "val_fraction")
+        train, val = (TensorData(*train.take(torch.from_numpy(i))) for i in (kept, held))
+    transform = ImageTransform(CIFAR10_MEAN, CIFAR10_STD, crop_size, crop_padding, flip)
+    return _image_bundle(train, val, test, classes, transform, channels=3, load_size=32)
+
+
+def _read_cifar_archive(archive: Path) -> tuple[dict, list[str]]:
+    """The pickled batches by file name, and the class names, read straight from the .tar.gz."""
+    wanted = {f"data_batch_{k}" for k in range(1, 6)} | {"test_batch", "batches.meta"}
+    batches = {}
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            for member in tar:  # one pass: a gzip stream cannot seek back cheaply
+                name = os.path.basename(member.name)
+                if member.isfile() and name in wanted:
+                    batches[name] = _unpickle(tar.extractfile(member))
+    except (OSError, EOFError, zlib.error, tarfile.TarError, pickle.UnpicklingError) as e:
+        raise GroveError(f"cannot read {archive} ({e}); delete it and run again") from None
+    missing = sorted(wanted - set(batches))
+    if missing:
+        raise GroveError(f"{archive} is not the CIFAR-10 python archive (it lacks {', '.join(missing)})")
+    names = batches.pop("batches.meta")["label_names"]
+    return batches, [n.decode() if isinstance(n, bytes) else n for n in names]
+
+
+def _unpickle(file) -> dict:
+    # The official pickles were written by Python 2: latin1 turns their str keys into str; keys
+    # pickled as bytes by Python 3 are decoded too, so both kinds of archive read the same.
+    d = pickle.load(file, encoding="latin1")
+    return {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
+
+
+def _cifar_split(batches: list[dict]) -> TensorData:
+    data = np.concatenate([np.asarray(b["data"], dtype=np.uint8) for b in batches])
+    labels = np.concatenate([np.asarray(b["labels"], dtype=np.int64) for b in batches])
+    return TensorData(torch.from_numpy(data.reshape(-1, 3, 32, 32)), torch.from_numpy(labels))
+
+
+@register_dataset(modality="vision")
+def image_folder(
+    *,
+    root: str | None = None,
+    image_size=224,
+    load_size=None,
+    channels=3,
+    crop_padding=0,
+    flip=True,
+    mean=None,
+    std=None,
+    val_dir="val",
+    test_dir=None,
+    num_classes=None,
+):
+    """Your own images (or ImageNet) in folders: root/train/<class>/*.jpg and root/val/<class>/*.jpg.
+
+    Images are decoded to load_size (shorter side resized, center-cropped; default 256 for 224,
+    the classic ImageNet recipe); training takes random image_size crops, evaluation the center
+    crop. mean/std default to ImageNet's for 3 channels and 0.5 for 1 channel. num_classes, when
+    given, is checked against the class folders found in train/.
+    """
+    if root is None:
+        raise GroveError(
+            "data.root is required for image_folder: pass data.root=/path/to/images (with train/ and val/ inside)"
+        )
+    if channels not in (1, 3):
+        raise GroveError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
+    if load_size is None:
+        load_size = round(image_size * 256 / 224) if image_size >= 64 else image_size
+    if load_size < image_size:
+        raise GroveError(f"load_size ({load_size}) must be at least image_size ({image_size})")
+    mean = mean or (IMAGENET_MEAN if channels == 3 else [0.5])
+    std = std or (IMAGENET_STD if channels == 3 else [0.5])
+    if len(mean) != channels or len(std) != channels:
+        raise GroveError(f"mean and std need {channels} values each (one per channel), got {mean} and {std}")
+
+    root = Path(root).expanduser()
+    train_dir = root / "train"
+    if not train_dir.is_dir():
+        raise GroveError(f"no train/ folder in {root}: image_folder expects {root}/train/<class>/<image>")
+    train = ImageFolderData(train_dir, load_size, channels)
+    if num_classes is not None and num_classes != len(train.classes):
+        raise GroveError(f"num_classes is {num_classes} but {train_dir} has {len(train.classes)} class folders")
+
+    def split(option: str, name: str) -> ImageFolderData:
+        folder = root / name
+        if not folder.is_dir():
+            raise GroveError(
+                f"no {name}/ folder in {root}: put images at {folder}/<class>/<image> or set data.{option}"
+            )
+        return ImageFolderData(folder, load_size, channels, classes=train.classes)
+
+    val = split("val_dir", val_dir)
+    test = split("test_dir", test_dir) if test_dir else None
+    transform = ImageTransform(list(mean), list(std), image_size, crop_padding, flip)
+    return _image_bundle(train, val, test, train.classes, transform, channels, load_size)
