@@ -58,3 +58,60 @@ class DataBundle:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+
+class WindowData:
+    """Next-token windows over one token stream: item i is (tokens[s:s+T], tokens[s+1:s+T+1]) with
+    s = i * stride. stride 1 gives every window (training draws them in random order, as nanoGPT
+    samples random offsets); stride T gives non-overlapping windows for evaluation."""
+
+    def __init__(self, tokens: torch.Tensor, block_size: int, stride: int = 1):
+        if len(tokens) <= block_size:
+            raise ValueError(f"{len(tokens)} tokens cannot fill one window of {block_size}")
+        self.tokens = tokens.long()
+        self.block_size = block_size
+        self.stride = stride
+
+    def __len__(self) -> int:
+        return (len(self.tokens) - self.block_size - 1) // self.stride + 1
+
+    def __getitem__(self, i):
+        return self.take(torch.as_tensor([i]))
+
+    def take(self, index: torch.Tensor):
+        starts = index.to(self.tokens.device) * self.stride
+        pos = starts[:, None] + torch.arange(self.block_size + 1, device=self.tokens.device)  # (B, T+1)
+        window = self.tokens[pos]
+        return window[:, :-1], window[:, 1:]
+
+    def to(self, device) -> "WindowData":
+        return WindowData(self.tokens.to(device), self.block_size, self.stride)
+
+
+class StreamData:
+    """A token stream laid out as `rows` parallel streams read in order, `bptt` steps at a time, so a
+    recurrent model's state at the end of one batch is the right start for the next (truncated
+    backpropagation through time, Zaremba et al.). Item i is already a whole batch (rows, <=bptt);
+    the loader reads items in order and gives each process its share of the rows."""
+
+    sequential = True
+
+    def __init__(self, tokens: torch.Tensor, rows: int, bptt: int):
+        length = (len(tokens) - 1) // rows
+        if length < 1:
+            raise ValueError(f"{len(tokens)} tokens cannot fill {rows} rows")
+        self.inputs = tokens[: rows * length].long().view(rows, length)  # (rows, L)
+        self.targets = tokens[1 : rows * length + 1].long().view(rows, length)
+        self.bptt = bptt
+
+    def __len__(self) -> int:
+        return -(-self.inputs.shape[1] // self.bptt)
+
+    def __getitem__(self, i):
+        cut = slice(i * self.bptt, (i + 1) * self.bptt)
+        return self.inputs[:, cut], self.targets[:, cut]
+
+    def to(self, device) -> "StreamData":
+        out = StreamData.__new__(StreamData)
+        out.inputs, out.targets, out.bptt = self.inputs.to(device), self.targets.to(device), self.bptt
+        return out
