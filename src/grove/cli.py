@@ -149,18 +149,19 @@ def cmd_models(args) -> int:
     from grove.models.utils import count_params
     from grove.registry import MODELS
 
+    width = max(map(len, MODELS.names()))
     for name in MODELS.names():
         entry = MODELS.get(name)
-        params = count_params(entry.fn())
         tags = "/".join(str(v) for v in entry.tags.values())
-        print(f"{name:<12} {tags:<12} {params / 1e6:8.2f}M  {entry.description}")
+        print(f"{name:<{width}}  {tags:<18} {count_params(entry.fn()) / 1e6:7.2f}M  {entry.description}")
     return 0
 
 
 def cmd_datasets(args) -> int:
     from grove.registry import DATASETS
 
+    width = max(map(len, DATASETS.names()))
     for name in DATASETS.names():
         entry = DATASETS.get(name)
-        print(f"{name:<14} {entry.tags.get('modality', ''):<8} {entry.description}")
+        print(f"{name:<{width}}  {entry.tags.get('modality', ''):<8} {entry.description}")
     return 0

@@ -8,6 +8,7 @@
       checkpoints/step-N/{model.safetensors, state.pt}
       checkpoints/last, checkpoints/best -> step-N   (symlinks, switched atomically)
       plots/*.png        loss/accuracy curves, confusion matrix
+      data/              files the data set needs later (a tokenizer ...)
       summary.json       written when the run ends: final metrics, speed settings, timings
 
 model.safetensors holds the weights to use (the EMA weights when EMA is on); state.pt holds
@@ -85,6 +86,11 @@ class RunDir:
 
     def read_config(self) -> dict:
         return yaml.safe_load((self.path / CONFIG).read_text())
+
+    def write_data_files(self, files: dict) -> None:
+        (self.path / "data").mkdir(exist_ok=True)
+        for name, content in files.items():
+            atomic_write(self.path / "data" / name, content)
 
     # -- metrics ------------------------------------------------------------------------------
     def append_metrics(self, record: dict) -> None:

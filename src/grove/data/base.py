@@ -54,6 +54,8 @@ class DataBundle:
     # Model options the data decides (in_channels, image_size, num_classes ...); a recipe's own
     # model options take precedence.
     model_defaults: dict = field(default_factory=dict)
+    # Files later commands need (a tokenizer ...): written into the run directory's data/ folder.
+    files: dict = field(default_factory=dict)
 
     @property
     def num_classes(self) -> int:

@@ -82,6 +82,9 @@ def launch(argv: list[str], nproc: int, nnodes: str = "1", node_rank: int = 0, r
     """Run `python -m grove <argv>` in nproc processes per node, as torchrun would."""
     from torch.distributed.run import main as torchrun
 
+    # Share the cores instead of torchrun's one thread per process; keep its log to errors.
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+    os.environ.setdefault("LOGLEVEL", "ERROR")
     args = [f"--nproc-per-node={nproc}", f"--nnodes={nnodes}"]
     if rdzv_endpoint:
         args += [f"--node-rank={node_rank}", "--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}"]

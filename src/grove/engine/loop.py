@@ -119,20 +119,30 @@ class Trainer:
     def open_run(self, resume: str | None) -> RunDir:
         if resume:
             run = RunDir.open(resume)
-            self.restore(run)
+            if run.checkpoint("last") is not None:
+                self.restore(run)
+            else:  # killed before its first checkpoint: start over in the same directory
+                self.init_from_data()
+                if self.procs.is_main:
+                    run.truncate_metrics(0)
             return run
-        if hasattr(self.model, "init_from_data"):
-            inputs, _ = next(iter(self.train_loader.epoch(0)))
-            self.model.init_from_data(to_device_format(self.bundle.transform(inputs, False), self.speed))
-            if self.ema:
-                self.ema.model.load_state_dict(self.model.state_dict())
+        self.init_from_data()
         path = None
         if self.procs.is_main:
             run = RunDir.create(self.recipe.run.dir, self.recipe.run.name or self.recipe_name)
             run.write_config(self.recipe.to_dict())
             run.write_json("meta.json", self.meta())
+            run.write_data_files(self.bundle.files)
             path = str(run.path)
         return RunDir(D.broadcast(path, self.procs))
+
+    def init_from_data(self) -> None:
+        """The model contract's optional data-dependent initialisation, on an un-augmented batch."""
+        if hasattr(self.model, "init_from_data"):
+            inputs, _ = next(iter(self.train_loader.epoch(0)))
+            self.model.init_from_data(to_device_format(self.bundle.transform(inputs, False), self.speed))
+            if self.ema:
+                self.ema.model.load_state_dict(self.model.state_dict())
 
     def meta(self) -> dict:
         import grove
@@ -230,7 +240,7 @@ class Trainer:
             total=self.steps_per_epoch,
             initial=p.batch,
             desc=f"epoch {p.epoch + 1}/{t.epochs}",
-            disable=not self.procs.is_main,
+            disable=None if self.procs.is_main else True,  # no bar on other ranks or off a terminal
             dynamic_ncols=True,
             leave=False,
         )

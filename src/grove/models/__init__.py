@@ -9,6 +9,8 @@ Optional: `model.init_from_data(x)` is called once with a batch of training inpu
 data transform) before training, for data-dependent initialisation.
 """
 
+from grove.models import speech  # noqa: F401
+from grove.models import text  # noqa: F401  (registers the text models)
 from grove.models import vision  # noqa: F401  (registers the vision models)
 from grove.models.utils import count_params, estimate_flops
 

@@ -1,0 +1,90 @@
+"""A recurrent sequence classifier: embedding -> packed LSTM/GRU -> final hidden states -> linear.
+
+    logits = model(idx)   # idx (B, T) int64, right-padded with pad_id -> (B, num_classes)
+
+Each sequence's length is the position of its last non-pad token + 1 (so a pad_id inside the text
+is read as a token), and the padded batch is packed (`pack_padded_sequence`, unsorted), so the
+recurrence stops at each sequence's own end: the same text padded to any length gives the same
+logits. The features are the last layer's final hidden state, of both directions when
+bidirectional (the backward direction's final state is the one at the first token).
+Packing needs the lengths on the CPU, so on a GPU each forward makes one small device-to-host copy.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from grove.models.text.encoder import check_pad_id, example_token_ids
+from grove.registry import register_model
+
+CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
+
+
+def sequence_lengths(idx: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """(B,) position of the last non-pad token + 1; at least 1, so an all-pad row still packs."""
+    positions = torch.arange(1, idx.shape[1] + 1, device=idx.device)  # (T,)
+    return (positions * (idx != pad_id)).amax(dim=1).clamp(min=1)  # (B,)
+
+
+class RNNClassifier(nn.Module):
+    def __init__(
+        self,
+        vocab_size: int,
+        num_classes: int,
+        n_embd: int,
+        n_hidden: int,
+        n_layers: int,
+        cell: str,
+        bidirectional: bool,
+        dropout: float,
+        pad_id: int,
+    ):
+        super().__init__()
+        if cell not in CELLS:
+            raise ValueError(f"unknown cell '{cell}'; choose one of {', '.join(CELLS)}")
+        check_pad_id(pad_id, vocab_size)
+        self.num_classes = num_classes
+        self.vocab_size = vocab_size
+        self.pad_id = pad_id
+        self.n_directions = 2 if bidirectional else 1
+        self.embedding = nn.Embedding(vocab_size, n_embd)
+        self.drop = nn.Dropout(dropout)
+        # nn.LSTM's dropout acts between layers only, and warns when there is just one layer
+        self.rnn = CELLS[cell](
+            n_embd, n_hidden, n_layers, batch_first=True, bidirectional=bidirectional,
+            dropout=dropout if n_layers > 1 else 0.0,
+        )
+        self.head = nn.Linear(self.n_directions * n_hidden, num_classes)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        B, T = idx.shape
+        lengths = sequence_lengths(idx, self.pad_id).cpu()  # (B,)
+        x = self.drop(self.embedding(idx))  # (B, T, n_embd)
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        _, h = self.rnn(packed)  # h: (n_layers * dirs, B, n_hidden), back in the batch's order
+        if isinstance(h, tuple):  # LSTM: (h, c)
+            h = h[0]
+        last = h[-self.n_directions :]  # (dirs, B, n_hidden): the last layer
+        features = last.transpose(0, 1).reshape(B, -1)  # (B, dirs * n_hidden)
+        return self.head(self.drop(features))  # (B, num_classes)
+
+    def example_input(self, batch_size: int) -> torch.Tensor:
+        return example_token_ids(batch_size, 16, self.vocab_size, self.pad_id, self.head.weight.device)
+
+
+@register_model(modality="text", family="rnn")
+def rnn_classifier(
+    vocab_size: int = 30522,  # BERT's WordPiece vocabulary, so it shares tokenizers with the encoder
+    num_classes: int = 2,  # binary sentiment (SST-2, IMDb)
+    n_embd: int = 128,  # small enough to train from scratch on ~10k sentences without overfitting at once
+    n_hidden: int = 128,
+    n_layers: int = 1,  # one bidirectional layer is the usual strong baseline for sentence classification
+    cell: str = "lstm",  # "lstm" or "gru" (fewer parameters, often as good)
+    bidirectional: bool = True,  # reads both ways, so the features see the start and the end of the text
+    dropout: float = 0.1,  # on embeddings, between layers, and before the head
+    pad_id: int = 0,  # BERT's [PAD] id
+) -> RNNClassifier:
+    """Bidirectional LSTM/GRU sequence classifier over packed (padding-free) sequences."""
+    return RNNClassifier(vocab_size, num_classes, n_embd, n_hidden, n_layers, cell, bidirectional, dropout, pad_id)

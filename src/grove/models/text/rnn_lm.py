@@ -1,0 +1,125 @@
+"""Recurrent language model after Zaremba, Sutskever & Vinyals (2014), "Recurrent Neural Network Regularization".
+
+embedding -> dropout -> multi-layer LSTM or GRU (dropout between layers) -> dropout -> linear
+decoder over the vocabulary. Dropout only on the non-recurrent connections is the paper's point.
+`tie_weights` makes the decoder use the embedding matrix (Press & Wolf, 2017; Inan et al., 2017),
+which needs n_embd == n_hidden. Names (encoder, rnn, decoder) follow PyTorch's
+word_language_model example.
+
+Forward convention — one model call serves both the model contract and truncated BPTT:
+
+    logits = model(idx)                                    # idx (B, T) -> (B, T, vocab_size)
+    logits, state = model(idx, state, return_state=True)   # carry state into the next batch
+    state = detach_state(state)                            # (or model.detach_state) between batches
+
+`state` is None (zeros) or what the previous call returned: for "lstm" a tuple (h, c), for "gru"
+a tensor h, each (n_layers, B, n_hidden). Carrying it is only right when row b of the next batch
+continues row b of this one (TBPTT batching), and it must be reset (None) when B changes.
+`generate` has gpt's signature and carries the state itself, so it has no context limit.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+from torch import nn
+
+from grove.models.text.gpt import sample_next_token
+from grove.registry import register_model
+
+CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
+
+State = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
+
+
+def detach_state(state: State | None) -> State | None:
+    """The same state values with the graph behind them cut, so backward stops at the batch boundary."""
+    if state is None:
+        return None
+    if isinstance(state, torch.Tensor):
+        return state.detach()
+    return tuple(s.detach() for s in state)
+
+
+class RNNLanguageModel(nn.Module):
+    detach_state = staticmethod(detach_state)
+
+    def __init__(
+        self,
+        vocab_size: int,
+        n_embd: int,
+        n_hidden: int,
+        n_layers: int,
+        dropout: float,
+        cell: str,
+        tie_weights: bool,
+        init_range: float,
+    ):
+        super().__init__()
+        if cell not in CELLS:
+            raise ValueError(f"unknown cell '{cell}'; choose one of {', '.join(CELLS)}")
+        if tie_weights and n_embd != n_hidden:
+            raise ValueError(f"tie_weights shares one matrix, so it needs n_embd == n_hidden; got {n_embd} and {n_hidden}")
+        self.num_classes = vocab_size
+        self.vocab_size = vocab_size
+        self.encoder = nn.Embedding(vocab_size, n_embd)
+        self.drop = nn.Dropout(dropout)
+        # nn.LSTM's dropout acts between layers only, and warns when there is just one layer
+        self.rnn = CELLS[cell](n_embd, n_hidden, n_layers, dropout=dropout if n_layers > 1 else 0.0, batch_first=True)
+        self.decoder = nn.Linear(n_hidden, vocab_size)
+        if tie_weights:
+            self.decoder.weight = self.encoder.weight
+        for p in self.parameters():  # Zaremba et al.: every parameter uniform in [-init_range, init_range]
+            nn.init.uniform_(p, -init_range, init_range)
+
+    def forward(
+        self, idx: torch.Tensor, state: State | None = None, return_state: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, State]:
+        x = self.drop(self.encoder(idx))  # (B, T, n_embd)
+        out, state = self.rnn(x, state)  # (B, T, n_hidden); state: (n_layers, B, n_hidden) per tensor
+        logits = self.decoder(self.drop(out))  # (B, T, vocab_size)
+        return (logits, state) if return_state else logits
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+    ) -> Iterator[torch.Tensor]:
+        """Yield max_new_tokens sampled token ids, each (B, 1), continuing idx (B, T).
+
+        The prompt runs once; then each step feeds only the newest token and the carried state.
+        Call model.eval() first, or dropout acts while sampling.
+        """
+        x, state = idx, None
+        for _ in range(max_new_tokens):
+            logits, state = self(x, state, return_state=True)
+            x = sample_next_token(logits[:, -1, :], temperature, top_k, top_p)  # (B, 1)
+            yield x
+
+    def example_input(self, batch_size: int) -> torch.Tensor:
+        return torch.randint(0, self.vocab_size, (batch_size, 16), device=self.decoder.weight.device)
+
+
+@register_model(modality="text", family="rnn")
+def lstm_lm(
+    vocab_size: int = 10000,  # Penn Treebank's word vocabulary, Zaremba et al.'s data
+    n_embd: int = 200,  # Zaremba's "small" model: 200 units, 2 layers
+    n_hidden: int = 200,
+    n_layers: int = 2,
+    dropout: float = 0.0,  # the small model has none; "medium" 0.5 (650 units), "large" 0.65 (1500 units)
+    cell: str = "lstm",  # "lstm" as in the paper, or "gru"
+    tie_weights: bool = False,  # the paper does not tie; tying saves vocab_size * n_hidden and usually helps
+    init_range: float = 0.1,  # the small model's uniform init; 0.05 medium, 0.04 large
+    num_classes: int | None = None,  # the output size; an LM predicts tokens, so it must be vocab_size
+) -> RNNLanguageModel:
+    """LSTM/GRU language model (Zaremba et al., 2014) with carried state for truncated BPTT, optional tied weights."""
+    if num_classes is not None and num_classes != vocab_size:
+        raise ValueError(
+            f"lstm_lm predicts the next token, so num_classes must equal vocab_size; got {num_classes} and {vocab_size}"
+        )
+    return RNNLanguageModel(vocab_size, n_embd, n_hidden, n_layers, dropout, cell, tie_weights, init_range)
