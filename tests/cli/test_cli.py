@@ -59,7 +59,7 @@ def test_python_api_predicts_from_paths_and_arrays(digits_run, tmp_path):
     by_array = [ranked[0][0] for ranked in predictor.predict(arrays)]
     by_path = [ranked[0][0] for ranked in predictor.predict(paths)]
     assert by_array == by_path
-    assert sum(p == str(t) for p, t in zip(by_array, digits.target[:40])) >= 36
+    assert sum(p == str(t) for p, t in zip(by_array, digits.target[:40])) >= 32
 
 
 @pytest.mark.parametrize("content", [b"", b"not an image at all", b"\x89PNG\r\n\x1a\n\x00\x00"])

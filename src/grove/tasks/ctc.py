@@ -154,41 +154,45 @@ def beam_search_decode(
     ]
 
 
+def _logaddexp(a: float, b: float) -> float:
+    # scalar log(exp(a) + exp(b)); numpy's ufunc costs ~1 us a call on Python floats
+    if a < b:
+        a, b = b, a
+    if b == -math.inf:
+        return a
+    return a + math.log1p(math.exp(b - a))
+
+
 def _prefix_beam_search(scores: np.ndarray, beam_width: int, blank: int) -> list[int]:
     # scores: (T, V) log-probs of one utterance
     neg_inf = -math.inf
+    n_top = min(beam_width + 1, scores.shape[1] - 1)
+    order = np.argsort(-scores, axis=1)  # (T, V) labels, most probable first
     beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, neg_inf)}  # prefix -> (log p_b, log p_nb)
-    for frame in scores:
-        nxt: dict[tuple[int, ...], list[float]] = defaultdict(lambda: [neg_inf, neg_inf])
-        children = defaultdict(set)  # prefix -> labels that extend it into another prefix in the beam
+    for frame, ranked_labels in zip(scores.tolist(), order.tolist()):
+        # Extending a prefix with label c scores total + frame[c] (p_b + frame[c] when c repeats its
+        # last label), so only the frame's beam_width + 1 best labels can give one of the prefix's
+        # beam_width best extensions; any other extension is cut below, unless it merges with a
+        # prefix already in the beam.
+        top = [c for c in ranked_labels[: n_top + 1] if c != blank][:n_top]
+        children = defaultdict(list)  # prefix -> labels that extend it into another prefix in the beam
         for prefix in beams:
             if prefix:
-                children[prefix[:-1]].add(prefix[-1])
+                children[prefix[:-1]].append(prefix[-1])
+        nxt: dict[tuple[int, ...], list[float]] = defaultdict(lambda: [neg_inf, neg_inf])
         for prefix, (p_b, p_nb) in beams.items():
-            total = np.logaddexp(p_b, p_nb)
-            entry = nxt[prefix]
-            entry[0] = np.logaddexp(entry[0], total + frame[blank])  # a blank keeps the prefix
+            total = _logaddexp(p_b, p_nb)
             last = prefix[-1] if prefix else None
+            entry = nxt[prefix]
+            entry[0] = _logaddexp(entry[0], total + frame[blank])  # a blank keeps the prefix
             if last is not None:  # the last label repeated without a blank keeps the prefix too
-                entry[1] = np.logaddexp(entry[1], p_nb + frame[last])
-            # Extending with label c scores total + frame[c] (p_b + frame[c] when c repeats the last
-            # label). Only this prefix's beam_width best extensions can survive the cut below,
-            # plus those that merge with a prefix already in the beam.
-            ext = total + frame
-            if last is not None:
-                ext[last] = p_b + frame[last]
-            ext[blank] = neg_inf
-            k = min(beam_width, len(ext))
-            labels = set(np.argpartition(-ext, k - 1)[:k].tolist())
-            labels |= children.get(prefix, set())
-            for c in labels:
-                if c == blank or ext[c] == neg_inf:
-                    continue
+                entry[1] = _logaddexp(entry[1], p_nb + frame[last])
+            for c in set(top).union(children.get(prefix, ())):
                 child = nxt[prefix + (c,)]
-                child[1] = np.logaddexp(child[1], ext[c])
-        ranked = sorted(nxt.items(), key=lambda item: np.logaddexp(*item[1]), reverse=True)
+                child[1] = _logaddexp(child[1], (p_b if c == last else total) + frame[c])
+        ranked = sorted(nxt.items(), key=lambda item: _logaddexp(item[1][0], item[1][1]), reverse=True)
         beams = {prefix: (p[0], p[1]) for prefix, p in ranked[:beam_width]}
-    best = max(beams.items(), key=lambda item: np.logaddexp(*item[1]))
+    best = max(beams.items(), key=lambda item: _logaddexp(item[1][0], item[1][1]))
     return list(best[0])
 
 

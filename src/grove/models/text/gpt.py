@@ -204,6 +204,8 @@ def gpt(
 ) -> GPT:
     """Decoder-only GPT language model (nanoGPT's structure), learned or rotary positions, KV-cached generation."""
     if num_classes is not None and num_classes != vocab_size:
-        raise ValueError(f"gpt predicts the next token, so num_classes must equal vocab_size; got {num_classes} and {vocab_size}")
+        raise ValueError(
+            f"gpt predicts the next token, so num_classes must equal vocab_size; got {num_classes} and {vocab_size}"
+        )
     config = GPTConfig(vocab_size, block_size, n_layer, n_head, n_embd, dropout, bias, positions, tie_weights)
     return GPT(config)

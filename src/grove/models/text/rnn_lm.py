@@ -60,7 +60,9 @@ class RNNLanguageModel(nn.Module):
         if cell not in CELLS:
             raise ValueError(f"unknown cell '{cell}'; choose one of {', '.join(CELLS)}")
         if tie_weights and n_embd != n_hidden:
-            raise ValueError(f"tie_weights shares one matrix, so it needs n_embd == n_hidden; got {n_embd} and {n_hidden}")
+            raise ValueError(
+                f"tie_weights shares one matrix, so it needs n_embd == n_hidden; got {n_embd} and {n_hidden}"
+            )
         self.num_classes = vocab_size
         self.vocab_size = vocab_size
         self.encoder = nn.Embedding(vocab_size, n_embd)
