@@ -11,6 +11,7 @@ moved to the host and scored in one go every `FLUSH_EVERY` batches and before `a
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections import defaultdict
 
@@ -190,8 +191,8 @@ def _prefix_beam_search(scores: np.ndarray, beam_width: int, blank: int) -> list
             for c in set(top).union(children.get(prefix, ())):
                 child = nxt[prefix + (c,)]
                 child[1] = _logaddexp(child[1], (p_b if c == last else total) + frame[c])
-        ranked = sorted(nxt.items(), key=lambda item: _logaddexp(item[1][0], item[1][1]), reverse=True)
-        beams = {prefix: (p[0], p[1]) for prefix, p in ranked[:beam_width]}
+        kept = heapq.nlargest(beam_width, nxt.items(), key=lambda item: _logaddexp(item[1][0], item[1][1]))
+        beams = {prefix: (p[0], p[1]) for prefix, p in kept}
     best = max(beams.items(), key=lambda item: _logaddexp(item[1][0], item[1][1]))
     return list(best[0])
 
