@@ -81,7 +81,8 @@ class TrainConfig(Section):
     compile: Literal["auto", True, False] = "auto"
     channels_last: Literal["auto", True, False] = "auto"
     ema_decay: float | None = Field(None, gt=0, lt=1)
-    early_stopping_patience: int | None = Field(None, gt=0)  # epochs without a better val metric
+    early_stopping_patience: int | None = Field(None, gt=0)  # evaluations without a better val metric
+    eval_every: int | None = Field(None, gt=0)  # steps between evaluations; one also ends every epoch
     seed: int = 0
     deterministic: bool = True
     nan_policy: Literal["stop", "skip"] = "stop"
@@ -97,7 +98,7 @@ class RunConfig(Section):
 
 class Recipe(Section):
     description: str = ""
-    task: Literal["classification"] = "classification"
+    task: Literal["classification", "lm", "ctc"] = "classification"
     model: ModelConfig
     data: DataConfig
     optim: OptimConfig = OptimConfig()

@@ -14,14 +14,22 @@ from grove.errors import GroveError
 from grove.models.utils import load_weights
 from grove.registry import DATASETS, MODELS, create_model
 from grove.tasks.classification import ClassificationTask
+from grove.tasks.lm import LanguageModelTask
 
 
 def build_data(data_cfg) -> DataBundle:
     return DATASETS.create(data_cfg.name, **data_cfg.options())
 
 
-def build_task(recipe: Recipe, num_classes: int):
-    return ClassificationTask(num_classes, label_smoothing=recipe.train.label_smoothing)
+def build_task(recipe: Recipe, bundle: DataBundle):
+    if recipe.task == "lm":
+        stateful = getattr(bundle.train, "sequential", False)
+        return LanguageModelTask(stateful=stateful, chars_per_token=bundle.meta.get("chars_per_token"))
+    if recipe.task == "ctc":
+        from grove.tasks.ctc import CTCTask
+
+        return CTCTask(alphabet=bundle.meta["alphabet"])
+    return ClassificationTask(len(bundle.classes), label_smoothing=recipe.train.label_smoothing)
 
 
 def model_options(recipe: Recipe, bundle: DataBundle) -> dict:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 
 from grove.data.loader import BatchLoader
@@ -18,13 +20,12 @@ def evaluate(model, loader: BatchLoader, task, transform, speed: Speed, per_clas
     was_training = model.training
     model.eval()
     metrics = task.metrics(loader.device)
-    for inputs, targets in loader.epoch(0):
-        inputs = transform(inputs, False)
-        if speed.channels_last and inputs.dim() == 4:
-            inputs = inputs.contiguous(memory_format=torch.channels_last)
-        with speed.autocast():
-            loss, outputs = task.step(model, inputs, targets)
-        metrics.update(outputs, targets, loss)
+    with getattr(task, "fresh_state", nullcontext)():
+        for inputs, targets in loader.epoch(0):
+            inputs = speed.memory_format(transform(inputs, False))
+            with speed.autocast():
+                loss, outputs = task.step(model, inputs, targets)
+            metrics.update(outputs, targets, loss)
     metrics.all_reduce()
     model.train(was_training)
     return metrics.compute(per_class=per_class)
@@ -86,7 +87,7 @@ def evaluate_run(run_dir: str, split: str = "test", checkpoint: str = "best", de
     speed.compile = False
     if speed.channels_last:
         model.to(memory_format=torch.channels_last)
-    task = build_task(recipe, len(meta["classes"]))
+    task = build_task(recipe, bundle)
     loader = BatchLoader(data, recipe.data.eval_batch_size or 256, train=False, device=torch_device, strict=recipe.data.strict)
     figures = evaluate(model, loader, task, bundle.transform, speed, per_class=True)
     figures.update(split=split, checkpoint=checkpoint, classes=meta["classes"], skipped_files=len(loader.skipped))

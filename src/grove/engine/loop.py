@@ -29,7 +29,7 @@ from grove.engine.build import (
 from grove.engine.ema import EMA
 from grove.engine.evaluate import evaluate, final_report
 from grove.engine.logging import MetricsLog
-from grove.engine.precision import Speed, pick_device, resolve_speed
+from grove.engine.precision import pick_device, resolve_speed
 from grove.errors import GroveError
 from grove.models.utils import count_params, load_weights, weights_of
 from grove.rundir import RunDir
@@ -67,8 +67,16 @@ def seed_everything(seed: int, deterministic: bool) -> None:
         torch.backends.cudnn.benchmark = False
 
 
-def to_device_format(x: torch.Tensor, speed: Speed) -> torch.Tensor:
-    return x.contiguous(memory_format=torch.channels_last) if speed.channels_last and x.dim() == 4 else x
+def split_batch(batch, n: int) -> list:
+    """n micro-batches of a tensor or a dict of tensors, cut along the batch dimension."""
+    if isinstance(batch, dict):
+        parts = {k: split_batch(v, n) for k, v in batch.items()}
+        return [{k: parts[k][i] for k in batch} for i in range(n)]
+    return list(batch.chunk(n))
+
+
+def batch_len(batch) -> int:
+    return len(next(iter(batch.values())) if isinstance(batch, dict) else batch)
 
 
 class Trainer:
@@ -78,7 +86,7 @@ class Trainer:
         seed_everything(t.seed + procs.rank, t.deterministic)
 
         self.bundle = build_data(d)
-        self.task = build_task(recipe, self.bundle.num_classes)
+        self.task = build_task(recipe, self.bundle)
         self.model_options = model_options(recipe, self.bundle)
         model = build_model(recipe.model.name, self.model_options)
         if recipe.model.weights:
@@ -93,6 +101,8 @@ class Trainer:
                 f"data.batch_size={d.batch_size} must divide evenly into {procs.world_size} process(es) "
                 f"x train.grad_accum={t.grad_accum} micro-batches"
             )
+        if t.grad_accum > 1 and getattr(self.bundle.train, "sequential", False):
+            raise GroveError("train.grad_accum must be 1 for token streams (truncated BPTT carries state row by row)")
         self.micro_batches = t.grad_accum
         self.per_rank = per_rank
         common = dict(device=device, rank=procs.rank, world_size=procs.world_size, num_workers=d.num_workers, strict=d.strict)
@@ -140,7 +150,7 @@ class Trainer:
         """The model contract's optional data-dependent initialisation, on an un-augmented batch."""
         if hasattr(self.model, "init_from_data"):
             inputs, _ = next(iter(self.train_loader.epoch(0)))
-            self.model.init_from_data(to_device_format(self.bundle.transform(inputs, False), self.speed))
+            self.model.init_from_data(self.speed.memory_format(self.bundle.transform(inputs, False)))
             if self.ema:
                 self.ema.model.load_state_dict(self.model.state_dict())
 
@@ -165,6 +175,8 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
+        if hasattr(self.task, "load_state_dict"):
+            self.task.load_state_dict(state["task"][self.procs.rank], self.device)
         rng = state["rng"][self.procs.rank]
         torch.set_rng_state(rng["cpu"])
         if "cuda" in rng and self.device.type == "cuda":
@@ -178,6 +190,7 @@ class Trainer:
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         rngs = D.gather(rng, self.procs)
+        task_states = D.gather(self.task.state_dict(), self.procs) if hasattr(self.task, "state_dict") else None
         if self.procs.is_main:
             self.progress.metrics_records = log.records
             state = {
@@ -187,6 +200,7 @@ class Trainer:
                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
                 "raw_weights": weights_of(self.model) if self.ema else None,
                 "rng": rngs,
+                "task": task_states,
             }
             run.save_checkpoint(self.progress.step, weights_of(self.eval_model), state, tags)
         D.barrier(self.procs)
@@ -217,9 +231,9 @@ class Trainer:
         started = time.perf_counter() - self.progress.train_seconds
         try:
             while self.progress.step < self.total_steps and not self.early_stop():
-                self.train_one_epoch(train_model, run, log)
-                self.progress.train_seconds = time.perf_counter() - started
-                self.end_epoch(run, log)
+                self.train_one_epoch(train_model, run, log, started)
+                if not self.early_stop():
+                    self.validate_and_checkpoint(run, log, end_of_epoch=True)
         finally:
             log.close()
         summary = final_report(self, run)
@@ -230,9 +244,11 @@ class Trainer:
         patience = self.recipe.train.early_stopping_patience
         return bool(patience and self.progress.bad_epochs >= patience)
 
-    def train_one_epoch(self, train_model, run: RunDir, log: MetricsLog) -> None:
+    def train_one_epoch(self, train_model, run: RunDir, log: MetricsLog, started: float) -> None:
         t, p = self.recipe.train, self.progress
         train_model.train()
+        if p.batch == 0 and hasattr(self.task, "reset"):
+            self.task.reset()
         window = self.task.metrics(self.device)
         nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
         window_start, window_samples = time.perf_counter(), 0
@@ -245,7 +261,7 @@ class Trainer:
             leave=False,
         )
         for inputs, targets in self.train_loader.epoch(p.epoch, start=p.batch):
-            inputs = to_device_format(self.bundle.transform(inputs, True), self.speed)
+            inputs = self.speed.memory_format(self.bundle.transform(inputs, True))
             step_nonfinite = self.optimizer_step(train_model, inputs, targets, window)
             nonfinite |= step_nonfinite
             if t.nan_policy == "skip" and D.any_rank(step_nonfinite, self.procs):
@@ -253,27 +269,29 @@ class Trainer:
                 nonfinite.zero_()
             p.step += 1
             p.batch += 1
-            window_samples += len(targets) * self.procs.world_size
+            p.train_seconds = time.perf_counter() - started
+            window_samples += batch_len(targets) * self.procs.world_size
             bar.update(1)
             end_of_epoch = p.batch == self.steps_per_epoch or p.step >= self.total_steps
+            evaluate_now = t.eval_every and p.step % t.eval_every == 0 and not end_of_epoch
             checkpoint_now = t.checkpoint_every and p.step % t.checkpoint_every == 0 and not end_of_epoch
-            if p.step % t.log_every == 0 or end_of_epoch or checkpoint_now:
+            if p.step % t.log_every == 0 or end_of_epoch or checkpoint_now or evaluate_now:
                 self.check_finite(nonfinite, run)
                 window.all_reduce()
-                figures = window.compute()
-                figures = {
-                    "loss": figures["loss"],
-                    "accuracy": figures["accuracy"],
-                    "lr": self.scheduler.get_last_lr()[0],
-                    "samples_per_s": window_samples / (time.perf_counter() - window_start),
-                }
+                figures = {k: v for k, v in window.compute().items() if k != "count"}
+                figures["lr"] = self.scheduler.get_last_lr()[0]
+                figures["samples_per_s"] = window_samples / (time.perf_counter() - window_start)
                 log.log("train", p.step, p.epoch, figures)
-                bar.set_postfix(loss=f"{figures['loss']:.4f}", acc=f"{figures['accuracy']:.3f}", sps=f"{figures['samples_per_s']:.0f}")
+                shown = {k: f"{figures[k]:.4g}" for k in ("loss", "accuracy", "cer") if k in figures}
+                bar.set_postfix(**shown, sps=f"{figures['samples_per_s']:.0f}")
                 window = self.task.metrics(self.device)
                 window_start, window_samples = time.perf_counter(), 0
-            if checkpoint_now:
+            if evaluate_now:
+                self.validate_and_checkpoint(run, log, end_of_epoch=False)
+                train_model.train()
+            elif checkpoint_now:
                 self.save_checkpoint(run, log, ["last"])
-            if end_of_epoch:
+            if end_of_epoch or self.early_stop():
                 break
         bar.close()
         if self.train_loader.skipped and self.procs.is_main:
@@ -283,7 +301,7 @@ class Trainer:
         """One optimiser step over `grad_accum` micro-batches; returns a device flag for a non-finite loss."""
         t = self.recipe.train
         nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
-        chunks = list(zip(inputs.chunk(self.micro_batches), targets.chunk(self.micro_batches)))
+        chunks = list(zip(split_batch(inputs, self.micro_batches), split_batch(targets, self.micro_batches)))
         for i, (x, y) in enumerate(chunks):
             # Gradients are all-reduced once, on the last micro-batch.
             no_sync = self.procs.active and i < len(chunks) - 1
@@ -292,7 +310,7 @@ class Trainer:
                     loss, outputs = self.task.step(train_model, x, y)
                 scaled = loss / len(chunks)
                 (self.scaler.scale(scaled) if self.scaler else scaled).backward()
-            window.update(outputs.detach(), y, loss.detach())
+            window.update(outputs, y, loss.detach())
             nonfinite |= ~torch.isfinite(loss.detach())
         if t.nan_policy == "skip" and D.any_rank(nonfinite, self.procs):
             self.optimizer.zero_grad(set_to_none=True)
@@ -323,9 +341,10 @@ class Trainer:
             + (f" (last good checkpoint: {last}; --resume {run.path} continues from it)" if last else "")
         )
 
-    def end_epoch(self, run: RunDir, log: MetricsLog) -> None:
+    def validate_and_checkpoint(self, run: RunDir, log: MetricsLog, end_of_epoch: bool) -> None:
         p = self.progress
         figures = evaluate(self.eval_model, self.val_loader, self.task, self.bundle.transform, self.speed)
+        figures = {k: v for k, v in figures.items() if k != "count"}
         log.log("val", p.step, p.epoch, figures)
         value = figures[self.task.monitor]
         better = p.best is None or (value > p.best if self.task.monitor_mode == "max" else value < p.best)
@@ -334,10 +353,9 @@ class Trainer:
         else:
             p.bad_epochs += 1
         if self.procs.is_main:
-            tqdm.write(
-                f"epoch {p.epoch + 1}: val loss {figures['loss']:.4f} {self.task.monitor} {value:.4f}"
-                + (" (best)" if better else "")
-            )
-        p.epoch += 1
-        p.batch = 0
+            shown = "  ".join(f"{k} {v:.4f}" for k, v in figures.items())
+            tqdm.write(f"step {p.step} (epoch {p.epoch + 1}) val: {shown}" + ("  (best)" if better else ""))
+        if end_of_epoch:
+            p.epoch += 1
+            p.batch = 0
         self.save_checkpoint(run, log, ["last", "best"] if better else ["last"])

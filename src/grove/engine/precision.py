@@ -29,6 +29,12 @@ class Speed:
             return nullcontext()
         return torch.autocast(torch.device(self.device).type, dtype=DTYPES[self.precision])
 
+    def memory_format(self, x):
+        """Image batches in channels_last when that is on; anything else unchanged."""
+        if self.channels_last and isinstance(x, torch.Tensor) and x.dim() == 4:
+            return x.contiguous(memory_format=torch.channels_last)
+        return x
+
     def grad_scaler(self):
         """fp16 needs loss scaling; bf16 has fp32's range and does not."""
         return torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
