@@ -45,13 +45,25 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--json", action="store_true", help="print the full result as JSON")
     e.set_defaults(run=cmd_evaluate)
 
-    r = sub.add_parser("predict", help="top-k labels for image files")
+    r = sub.add_parser("predict", help="labels (top-k) or transcripts for images, texts or audio files")
     r.add_argument("run_dir")
-    r.add_argument("inputs", nargs="+", metavar="FILE")
+    r.add_argument("inputs", nargs="+", metavar="INPUT", help="image or WAV/FLAC files, or texts for a text classifier")
+    r.add_argument("--beam-width", type=int, default=8, help="CTC beam search width (0: greedy)")
     r.add_argument("--top-k", type=int, default=5)
     r.add_argument("--checkpoint", default="best", choices=["best", "last"])
     r.add_argument("--json", action="store_true")
     r.set_defaults(run=cmd_predict)
+
+    g = sub.add_parser("generate", help="continue a prompt with a language-model run, streaming tokens")
+    g.add_argument("run_dir")
+    g.add_argument("--prompt", default="\n")
+    g.add_argument("--max-new-tokens", type=int, default=300)
+    g.add_argument("--temperature", type=float, default=0.8, help="0 picks the most probable token")
+    g.add_argument("--top-k", type=int)
+    g.add_argument("--top-p", type=float)
+    g.add_argument("--seed", type=int)
+    g.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    g.set_defaults(run=cmd_generate)
 
     sub.add_parser("recipes", help="list the built-in recipes").set_defaults(run=cmd_recipes)
     sub.add_parser("models", help="list the registered models").set_defaults(run=cmd_models)
@@ -91,9 +103,10 @@ def cmd_train(args) -> int:
 
 def print_summary(summary: dict) -> None:
     speed = summary["speed"]
+    shown = ("accuracy", "top5", "cer", "wer", "perplexity", "bits_per_char", "loss")
+    figures = ", ".join(f"{k} {summary[k]:.4f}" for k in shown if k in summary)
     print(
-        f"done: {summary['split']} accuracy {summary['accuracy']:.4f} (top-5 {summary['top5']:.4f}, "
-        f"loss {summary['loss']:.4f}) after {summary['steps']} steps / {summary['epochs']} epochs in "
+        f"done: {summary['split']} {figures} after {summary['steps']} steps / {summary['epochs']} epochs in "
         f"{summary['train_seconds']:.1f}s | {speed['device']} {speed['precision']}"
         f"{' channels_last' if speed['channels_last'] else ''}{' compiled' if speed['compile'] else ''}"
     )
@@ -107,8 +120,11 @@ def cmd_evaluate(args) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
-    print(f"{result['split']}: accuracy {result['accuracy']:.4f}  top-5 {result['top5']:.4f}  "
-          f"loss {result['loss']:.4f}  macro-F1 {result['macro_f1']:.4f}  ({result['count']} samples)")
+    skip = ("per_class", "confusion_matrix", "classes", "split", "checkpoint", "count", "skipped_files")
+    figures = "  ".join(f"{k} {v:.4f}" for k, v in result.items() if k not in skip and isinstance(v, float))
+    print(f"{result['split']}: {figures}  ({result['count']} samples)")
+    if "per_class" not in result:
+        return 0
     pc = result["per_class"]
     width = max(len(c) for c in result["classes"])
     print(f"{'class':<{width}}  precision  recall  f1      support")
@@ -125,13 +141,33 @@ def cmd_predict(args) -> int:
     import grove
 
     predictor = grove.load(args.run_dir, checkpoint=args.checkpoint)
-    results = predictor.predict(args.inputs, top=args.top_k)
-    if args.json:
-        print(json.dumps([{"input": f, "top": [{"label": l, "probability": p} for l, p in r]}
-                          for f, r in zip(args.inputs, results)], indent=2))
+    results = predictor.predict(args.inputs, top=args.top_k, beam_width=args.beam_width)
+    if predictor.task == "ctc":
+        if args.json:
+            print(json.dumps([{"input": i, "transcript": t} for i, t in zip(args.inputs, results)], indent=2))
+        else:
+            for item, transcript in zip(args.inputs, results):
+                print(f"{item}: {transcript}")
         return 0
-    for file, ranked in zip(args.inputs, results):
-        print(f"{file}: " + ", ".join(f"{label} {prob:.3f}" for label, prob in ranked))
+    if args.json:
+        print(json.dumps([{"input": i, "top": [{"label": l, "probability": p} for l, p in r]}
+                          for i, r in zip(args.inputs, results)], indent=2))
+        return 0
+    for item, ranked in zip(args.inputs, results):
+        print(f"{item}: " + ", ".join(f"{label} {prob:.3f}" for label, prob in ranked))
+    return 0
+
+
+def cmd_generate(args) -> int:
+    import grove
+
+    predictor = grove.load(args.run_dir, checkpoint=args.checkpoint)
+    pieces = predictor.generate(args.prompt, args.max_new_tokens, temperature=args.temperature,
+                                top_k=args.top_k, top_p=args.top_p, seed=args.seed)
+    print(args.prompt, end="", flush=True)
+    for piece in pieces:
+        print(piece, end="", flush=True)
+    print()
     return 0
 
 

@@ -30,7 +30,7 @@ def digit_png(path, value: int):
 def test_evaluate_prints_accuracy_per_class_figures_and_confusion(digits_run):
     result = run_grove("evaluate", digits_run)
     assert result.returncode == 0, result.stderr
-    assert "test: accuracy" in result.stdout and "confusion matrix" in result.stdout
+    assert "test: loss" in result.stdout and "accuracy 0.9" in result.stdout and "confusion matrix" in result.stdout
     as_json = json.loads(run_grove("evaluate", digits_run, "--split", "val", "--json").stdout)
     assert as_json["split"] == "val" and len(as_json["per_class"]["f1"]) == 10
     assert (digits_run / "eval_val.json").is_file() and (digits_run / "plots" / "confusion_val.png").is_file()

@@ -58,9 +58,11 @@ def final_report(trainer, run: RunDir) -> dict:
         "speed": trainer.speed.describe(),
     }
     if trainer.procs.is_main:
-        run.write_json(SUMMARY, {**summary, "per_class": figures["per_class"], "confusion_matrix": figures["confusion_matrix"]})
+        details = {k: figures[k] for k in ("per_class", "confusion_matrix") if k in figures}
+        run.write_json(SUMMARY, {**summary, **details})
         plot_curves(run)
-        plot_confusion(figures["confusion_matrix"], trainer.bundle.classes, run.plots / f"confusion_{split}.png")
+        if "confusion_matrix" in figures:
+            plot_confusion(figures["confusion_matrix"], trainer.bundle.classes, run.plots / f"confusion_{split}.png")
     return summary
 
 
@@ -92,6 +94,7 @@ def evaluate_run(run_dir: str, split: str = "test", checkpoint: str = "best", de
     figures = evaluate(model, loader, task, bundle.transform, speed, per_class=True)
     figures.update(split=split, checkpoint=checkpoint, classes=meta["classes"], skipped_files=len(loader.skipped))
     run.write_json(f"eval_{split}.json", figures)
-    run.plots.mkdir(exist_ok=True)
-    plot_confusion(figures["confusion_matrix"], meta["classes"], run.plots / f"confusion_{split}.png")
+    if "confusion_matrix" in figures:
+        run.plots.mkdir(exist_ok=True)
+        plot_confusion(figures["confusion_matrix"], meta["classes"], run.plots / f"confusion_{split}.png")
     return figures

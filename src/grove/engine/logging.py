@@ -42,7 +42,8 @@ def plot_curves(run: RunDir) -> list[str]:
     records = run.read_metrics()
     run.plots.mkdir(exist_ok=True)
     names = []
-    for metric in ("loss", "accuracy"):
+    present = {k for r in records for k in r}
+    for metric in [m for m in ("loss", "accuracy", "perplexity", "bits_per_char", "cer", "wer") if m in present]:
         fig, ax = plt.subplots(figsize=(6, 4))
         for split in ("train", "val"):
             points = [(r["step"], r[metric]) for r in records if r["split"] == split and metric in r]
