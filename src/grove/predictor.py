@@ -16,6 +16,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
+from grove.data.loader import to_device
 from grove.engine.build import build_model
 from grove.engine.precision import pick_device
 from grove.errors import GroveError
@@ -67,11 +68,15 @@ class Predictor:
             inputs = [inputs]
         inputs = list(inputs)
         if self.task == "ctc":
+            from grove.data.audio import load_audio_batch
             from grove.tasks.ctc import CTCTask
 
-            features = self.transform(self._audio_batch(inputs), False)
-            outputs = self.model(features["features"], features["lengths"])
-            return CTCTask(self.data["alphabet"]).decode(outputs, beam_width=beam_width)
+            decoder = CTCTask(self.data["alphabet"])
+            transcripts = []
+            for file in inputs:  # one at a time: no padding to mask, and beam search is per utterance
+                features = self.transform(to_device(load_audio_batch(file, self.data), self.device), False)
+                transcripts += decoder.decode(self.model(features["features"], features["lengths"]), beam_width=beam_width)
+            return transcripts
         batch = {"image": self._image_batch, "audio": self._audio_batch, "text": self._text_batch}[self.modality](inputs)
         x = batch if self.modality == "text" else self.transform(batch, False)
         return top_k(self.model(x).float(), self.classes, top)
@@ -98,19 +103,11 @@ class Predictor:
             tensors.append(image_to_tensor(image, size, channels))
         return torch.stack(tensors).to(self.device)
 
-    def _audio_batch(self, files):
-        """WAV/FLAC paths -> fixed-length clips (keywords) or padded audio with lengths (transcription)."""
-        from grove.data.audio import read_audio
+    def _audio_batch(self, files) -> torch.Tensor:
+        """WAV/FLAC paths -> clips fitted to the training clip length, as keyword data was."""
+        from grove.data.audio import load_audio_batch
 
-        rate = self.data["sample_rate"]
-        clips = [read_audio(f, rate) for f in files]
-        if self.task == "ctc":
-            lengths = torch.tensor([len(c) for c in clips])
-            audio = torch.nn.utils.rnn.pad_sequence(clips, batch_first=True)
-            return {"audio": audio.to(self.device), "lengths": lengths.to(self.device)}
-        samples = round(self.data["clip_seconds"] * rate)
-        fixed = [torch.nn.functional.pad(c[:samples], (0, max(0, samples - len(c)))) for c in clips]
-        return torch.stack(fixed).to(self.device)
+        return torch.cat([load_audio_batch(f, self.data) for f in files]).to(self.device)
 
     def _text_batch(self, texts) -> torch.Tensor:
         ids = self.tokenizer.encode_batch([str(t) for t in texts], add_special_tokens=True, max_length=self.data["max_len"])
