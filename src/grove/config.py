@@ -66,7 +66,8 @@ class ScheduleConfig(Section):
     warmup_epochs: float = Field(0.0, ge=0)  # linear warmup, for constant and cosine
     min_lr_ratio: float = Field(0.0, ge=0, le=1)  # cosine ends at lr * min_lr_ratio
     pct_start: float = Field(0.25, gt=0, lt=1)  # onecycle: share of steps spent rising
-    step_epochs: int = Field(30, gt=0)  # step: multiply by gamma every step_epochs
+    step_epochs: int = Field(30, gt=0)  # step: multiply by gamma every step_epochs ...
+    hold_epochs: int | None = Field(None, ge=0)  # ... after the first hold_epochs (default step_epochs)
     gamma: float = Field(0.1, gt=0, le=1)
 
 

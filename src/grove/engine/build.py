@@ -93,7 +93,9 @@ def lr_factor(cfg, total_steps: int, steps_per_epoch: int):
             t = (step - warmup) / max(1, total_steps - warmup)
             return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(t, 1.0)))
         if cfg.name == "step":
-            return cfg.gamma ** (step // (cfg.step_epochs * steps_per_epoch))
+            epoch = step // steps_per_epoch
+            hold = cfg.step_epochs if cfg.hold_epochs is None else cfg.hold_epochs
+            return cfg.gamma ** (0 if epoch < hold else (epoch - hold) // cfg.step_epochs + 1)
         return 1.0
 
     return factor
