@@ -16,6 +16,7 @@ sorted characters of the training transcripts (lower-cased).
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import math
@@ -85,6 +86,8 @@ def read_audio(path, sample_rate: int) -> torch.Tensor:
     Raises a one-line GroveError for a file that is unreadable, empty or silent.
     """
     sf = _soundfile()
+    if not os.path.isfile(path):
+        raise GroveError(f"cannot read audio {path}: no such file")
     try:
         data, rate = sf.read(str(path), dtype="float32", always_2d=True)
     # libsndfile reports bad files as LibsndfileError (a RuntimeError), others as OSError or
@@ -104,20 +107,26 @@ def read_audio(path, sample_rate: int) -> torch.Tensor:
 
 
 def _reason(e: Exception) -> str:
-    text = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-    text = text.replace(str(getattr(e, "filename", "") or "\0"), "")  # the path is said once already
-    return " ".join(text.split()).strip(" :") or type(e).__name__
+    # libsndfile's own words ("Format not recognised.") without soundfile's "Error opening <path>".
+    text = getattr(e, "error_string", None) or (e.strerror if isinstance(e, OSError) and e.strerror else str(e))
+    return " ".join(text.split()).rstrip(".") or type(e).__name__
 
 
 def resample(
-    wave: torch.Tensor, orig_rate: int, new_rate: int, zero_crossings: int = 16, rolloff: float = 0.94, beta: float = 8.6
+    wave: torch.Tensor,
+    orig_rate: int,
+    new_rate: int,
+    zero_crossings: int = 16,
+    rolloff: float = 0.94,
+    beta: float = 8.6,
 ) -> torch.Tensor:
     """Band-limited resampling of (..., L) to (..., ceil(L * new / orig)) on the tensor's device.
 
-    Each output sample is a Kaiser-windowed sinc interpolation of its input neighbours (about
-    `zero_crossings` lobes each side), low-passed at `rolloff` of the lower Nyquist frequency.
-    The rates are reduced by their gcd; output phase j (of `new`) uses one fixed kernel on input
-    frames taken every `orig` samples, so the work is one small matrix product per phase.
+    Each output sample is a Kaiser-windowed sinc interpolation of its input neighbours
+    (`zero_crossings` lobes each side), low-passed at `rolloff` of the lower Nyquist frequency.
+    With the rates reduced by their gcd, output phase j (of `new`) applies one fixed kernel to
+    the input every `orig` samples: a strided conv1d with one output channel per phase. Odd
+    ratios, whose kernels would not fit in memory, gather each output's taps instead.
     """
     g = math.gcd(int(orig_rate), int(new_rate))
     orig, new = int(orig_rate) // g, int(new_rate) // g
@@ -126,25 +135,53 @@ def resample(
     shape, length = wave.shape[:-1], wave.shape[-1]
     x = wave.reshape(-1, length).float()
     out_len = -(-length * new // orig)
-    cutoff = rolloff * min(orig, new) / orig  # in cycles per two input samples (1 = input Nyquist)
+    cutoff = rolloff * min(orig, new) / orig  # 1 = the input's Nyquist frequency
     half = math.ceil(zero_crossings / cutoff)  # kernel half-width in input samples
-    taps = torch.arange(-half, half + 1, dtype=torch.float64)  # (K,)
+    if new * (orig + 2 * half) <= 1 << 22:
+        out = _resample_conv(x, orig, new, out_len, cutoff, half, beta)
+    else:
+        out = _resample_gather(x, orig, new, out_len, cutoff, half, beta)
+    return out.reshape(*shape, out_len)
+
+
+def _sinc_taps(dist: torch.Tensor, cutoff: float, half: int, beta: float) -> torch.Tensor:
+    """Low-pass interpolation weights at distances `dist` (input samples) from the output time."""
+    window = torch.special.i0(beta * torch.sqrt((1 - (dist / (half + 1)) ** 2).clamp(min=0)))
+    return cutoff * torch.sinc(cutoff * dist) * window / torch.special.i0(torch.tensor(beta, dtype=dist.dtype))
+
+
+def _resample_conv(x, orig, new, out_len, cutoff, half, beta):
+    kernels = _phase_kernels(orig, new, cutoff, half, beta).to(x)
+    blocks = -(-out_len // new)
+    padded = F.pad(x[:, None, :], (half, blocks * orig + half - x.shape[-1]))  # (B, 1, L + pads)
+    out = F.conv1d(padded, kernels, stride=orig)  # (B, new, blocks)
+    return out.transpose(1, 2).reshape(x.shape[0], -1)[:, :out_len]
+
+
+@functools.lru_cache(maxsize=4)
+def _phase_kernels(orig, new, cutoff, half, beta) -> torch.Tensor:
+    """(new, 1, orig + 2h): phase j's taps sit at offset start_j of a window read every orig samples."""
+    taps = torch.arange(-half, half + 1, dtype=torch.float64)  # (2h+1,)
     phase = torch.arange(new, dtype=torch.float64) * orig / new  # output j sits at input time j*orig/new
     start = phase.floor()
-    dist = (phase - start)[:, None] - taps[None, :]  # (new, K) distance from output to each tap
-    window = torch.special.i0(beta * torch.sqrt((1 - (dist / (half + 1)) ** 2).clamp(min=0))) / torch.special.i0(
-        torch.tensor(beta, dtype=torch.float64)
-    )
-    kernels = (cutoff * torch.sinc(cutoff * dist) * window).to(x)  # (new, K)
-    frames = -(-out_len // new)  # output blocks of `new` samples
-    # Pad so that block q of phase j reads input samples q*orig + start_j + taps without bounds checks.
-    padded = F.pad(x, (half, frames * orig + 2 * half + 1 - length))
-    out = torch.empty(x.shape[0], frames, new, dtype=x.dtype, device=x.device)
-    for j in range(new):
-        s = int(start[j])
-        windows = padded[:, s : s + (frames - 1) * orig + 2 * half + 1].unfold(-1, 2 * half + 1, orig)  # (B, frames, K)
-        out[:, :, j] = windows @ kernels[j]
-    return out.reshape(x.shape[0], -1)[:, :out_len].reshape(*shape, out_len).to(wave.dtype if wave.is_floating_point() else torch.float32)
+    weights = _sinc_taps((phase - start)[:, None] - taps, cutoff, half, beta)  # (new, 2h+1)
+    kernels = torch.zeros(new, orig + 2 * half, dtype=torch.float64)
+    kernels.scatter_(1, start.long()[:, None] + torch.arange(2 * half + 1), weights)
+    return kernels.float()[:, None, :]
+
+
+def _resample_gather(x, orig, new, out_len, cutoff, half, beta):
+    taps = torch.arange(-half, half + 1, device=x.device)  # (K,)
+    padded = F.pad(x, (half, half + 1))
+    out = torch.empty(x.shape[0], out_len, dtype=x.dtype, device=x.device)
+    step = max(1, (1 << 22) // (x.shape[0] * len(taps)))  # outputs per gather: ~16 MB of windows
+    for n0 in range(0, out_len, step):
+        pos = torch.arange(n0, min(n0 + step, out_len), device=x.device) * orig  # input time * new
+        base = pos // new
+        dist = ((pos % new).double() / new)[:, None] - taps  # (n, K)
+        windows = padded[:, base[:, None] + taps + half]  # (B, n, K)
+        out[:, n0 : n0 + len(pos)] = (windows * _sinc_taps(dist, cutoff, half, beta).to(x)).sum(-1)
+    return out
 
 
 def fix_length(wave: torch.Tensor, length: int) -> torch.Tensor:
@@ -221,7 +258,9 @@ class LogMel(nn.Module):
         super().__init__()
         self.n_fft, self.hop = n_fft, hop
         self.register_buffer("window", torch.hann_window(n_fft), persistent=False)
-        self.register_buffer("filters", mel_filterbank(n_fft // 2 + 1, n_mels, sample_rate, f_min, f_max), persistent=False)
+        self.register_buffer(
+            "filters", mel_filterbank(n_fft // 2 + 1, n_mels, sample_rate, f_min, f_max), persistent=False
+        )
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         with torch.autocast(wave.device.type, enabled=False):
@@ -440,7 +479,7 @@ class AudioTransform:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "AudioTransform":
+    def from_dict(cls, d: dict) -> AudioTransform:
         return cls(**d)
 
 
@@ -493,8 +532,6 @@ def collate_transcription(items):
     tokens = [torch.as_tensor(t, dtype=torch.long) for _, t in items]
     audio = torch.nn.utils.rnn.pad_sequence(waves, batch_first=True)
     padded = torch.nn.utils.rnn.pad_sequence(tokens, batch_first=True, padding_value=0)
-    if padded.dim() == 1:  # every transcript empty
-        padded = padded[:, None][:, :0]
     return (
         {"audio": audio, "lengths": torch.tensor([len(w) for w in waves])},
         {"tokens": padded, "lengths": torch.tensor([len(t) for t in tokens])},
@@ -575,7 +612,9 @@ class TranscriptionArrays:
 
     collate = staticmethod(collate_transcription)
 
-    def __init__(self, samples: torch.Tensor, offsets: torch.Tensor, lengths: torch.Tensor, tokens: list, names: list[str]):
+    def __init__(
+        self, samples: torch.Tensor, offsets: torch.Tensor, lengths: torch.Tensor, tokens: list, names: list[str]
+    ):
         self.samples = samples  # (N_total,) int16
         self.offsets = offsets
         self.lengths = lengths
@@ -594,13 +633,12 @@ class TranscriptionArrays:
 
 
 def _header_length(path: str, sample_rate: int) -> int:
+    sf = _soundfile()
     try:
-        info = _soundfile().info(path)
-        return round(info.frames * sample_rate / info.samplerate)
-    except GroveError:
-        raise
-    except Exception:
+        info = sf.info(path)
+    except Exception:  # as in read_audio: any failure means the file is unreadable; its item says so
         return 0
+    return round(info.frames * sample_rate / info.samplerate)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -670,10 +708,11 @@ def _hash_unit(seed: int, key: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def _speaker(name: str) -> str:
-    # Speech Commands names files <speaker>_nohash_<n>.wav: one speaker's clips share a split.
-    stem = name.rsplit(".", 1)[0]
-    return stem.split("_nohash_")[0] if "_nohash_" in stem else stem
+def _speaker(rel: str) -> str:
+    # Speech Commands names files <speaker>_nohash_<n>.wav: all of a speaker's clips, of every
+    # word, share a split (as its own which_set() does); other files are split one by one.
+    name = rel.rsplit("/", 1)[-1]
+    return name.split("_nohash_")[0] if "_nohash_" in name else rel
 
 
 def scan_keyword_folder(root: Path, val_fraction: float, test_fraction: float, seed: int):
@@ -688,7 +727,9 @@ def scan_keyword_folder(root: Path, val_fraction: float, test_fraction: float, s
     for name, fraction in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0 <= fraction < 1:
             raise GroveError(f"{name} must be in [0, 1), got {fraction}")
-    words = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name != BACKGROUND_NOISE)
+    words = sorted(
+        d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".") and d.name != BACKGROUND_NOISE
+    )
     val_list, test_list = _read_list(root / "validation_list.txt"), _read_list(root / "testing_list.txt")
     test_share = 0.0 if test_list is not None else test_fraction
     val_share = 0.0 if val_list is not None else val_fraction
@@ -696,7 +737,7 @@ def scan_keyword_folder(root: Path, val_fraction: float, test_fraction: float, s
     for word in words:
         for file in _audio_files(root / word):
             rel = Path(file).relative_to(root).as_posix()
-            u = _hash_unit(seed, f"{word}/{_speaker(Path(file).name)}")
+            u = _hash_unit(seed, _speaker(rel))
             if test_list is not None and rel in test_list or u < test_share:
                 splits["test"].append((file, word))
             elif val_list is not None and rel in val_list or u < test_share + val_share:
@@ -707,20 +748,25 @@ def scan_keyword_folder(root: Path, val_fraction: float, test_fraction: float, s
         raise GroveError(f"no audio ({' '.join(AUDIO_EXTENSIONS)}) in {root}: expected {root}/<word>/<clip>.wav")
     for name in ("train", "val"):
         if not splits[name]:
-            raise GroveError(f"the {name} split of {root} is empty: add clips, or check validation_list.txt/val_fraction")
+            raise GroveError(
+                f"the {name} split of {root} is empty: add clips, or check validation_list.txt/val_fraction"
+            )
     return splits, words
 
 
-def _augment_options(spec_time_masks, spec_time_width, spec_freq_masks, spec_freq_width, noise_snr_db, gain_db, shift_ms):
-    return dict(
-        spec_time_masks=spec_time_masks,
-        spec_time_width=spec_time_width,
-        spec_freq_masks=spec_freq_masks,
-        spec_freq_width=spec_freq_width,
-        noise_snr_db=noise_snr_db,
-        gain_db=gain_db,
-        shift_ms=shift_ms,
-    )
+def augment_options(
+    spec_time_masks, spec_time_width, spec_freq_masks, spec_freq_width, noise_snr_db, gain_db, shift_ms
+):
+    """A builder's augmentation options, as AudioTransform's keyword arguments."""
+    return {
+        "spec_time_masks": spec_time_masks,
+        "spec_time_width": spec_time_width,
+        "spec_freq_masks": spec_freq_masks,
+        "spec_freq_width": spec_freq_width,
+        "noise_snr_db": noise_snr_db,
+        "gain_db": gain_db,
+        "shift_ms": shift_ms,
+    }
 
 
 @register_dataset(modality="speech")
@@ -759,7 +805,9 @@ def audio_folder(
         KeywordClips([(f, index[w]) for f, w in splits[name]], sample_rate, clip) if splits[name] else None
         for name in ("train", "val", "test")
     )
-    augment = _augment_options(spec_time_masks, spec_time_width, spec_freq_masks, spec_freq_width, noise_snr_db, gain_db, shift_ms)
+    augment = augment_options(
+        spec_time_masks, spec_time_width, spec_freq_masks, spec_freq_width, noise_snr_db, gain_db, shift_ms
+    )
     transform = make_transform(sample_rate, features, n_mels, n_mfcc, **augment)
     return keyword_bundle(train, val, test, words, transform, clip_seconds)
 
@@ -797,25 +845,33 @@ def speech_commands(
     if version not in SPEECH_COMMANDS_WORDS:
         raise GroveError(f"Speech Commands version must be 1 or 2, got {version}")
     folder = _speech_commands_folder(root, version)
-    splits, words = scan_keyword_folder(folder, 0.0, 0.0, seed)
+    splits, words = scan_keyword_folder(folder, 0.1, 0.1, seed)  # the fractions serve only without the lists
     clip = sample_rate  # every Speech Commands clip is at most 1 s
     if classes == 12:
         names = [SILENCE, UNKNOWN, *COMMAND_WORDS]
         noise = _background_files(folder, sample_rate, clip) if silence_fraction else []
         split_data = [
-            KeywordClips(_twelve_class_entries(splits[s], noise, silence_fraction, unknown_fraction, seed + k), sample_rate, clip)
+            KeywordClips(
+                _twelve_class_entries(splits[s], noise, clip, silence_fraction, unknown_fraction, seed + k),
+                sample_rate,
+                clip,
+            )
             for k, s in enumerate(("train", "val", "test"))
         ]
     elif classes == len(words) and classes == SPEECH_COMMANDS_WORDS[version]:
         names = words
         index = {w: i for i, w in enumerate(words)}
-        split_data = [KeywordClips([(f, index[w]) for f, w in splits[s]], sample_rate, clip) for s in ("train", "val", "test")]
+        split_data = [
+            KeywordClips([(f, index[w]) for f, w in splits[s]], sample_rate, clip) for s in ("train", "val", "test")
+        ]
     else:
         raise GroveError(
             f"classes must be 12 (10 commands, _silence_, _unknown_) or {SPEECH_COMMANDS_WORDS[version]} "
             f"(every word of v{version}); got {classes} ({len(words)} word folders in {folder})"
         )
-    augment = _augment_options(spec_time_masks, spec_time_width, spec_freq_masks, spec_freq_width, noise_snr_db, gain_db, shift_ms)
+    augment = augment_options(
+        spec_time_masks, spec_time_width, spec_freq_masks, spec_freq_width, noise_snr_db, gain_db, shift_ms
+    )
     transform = make_transform(sample_rate, features, n_mels, n_mfcc, **augment)
     train, val, test = split_data
     return keyword_bundle(train, val, test if len(test) else None, names, transform, 1.0, version=version)
@@ -851,7 +907,9 @@ def _background_files(folder: Path, sample_rate: int, clip: int) -> list[tuple[s
     return usable
 
 
-def _twelve_class_entries(items, noise, silence_fraction: float, unknown_fraction: float, seed: int) -> list[tuple]:
+def _twelve_class_entries(
+    items, noise, clip: int, silence_fraction: float, unknown_fraction: float, seed: int
+) -> list[tuple]:
     rng = np.random.default_rng(seed)
     commands = {w: i + 2 for i, w in enumerate(COMMAND_WORDS)}  # 0 _silence_, 1 _unknown_
     known = [(f, commands[w]) for f, w in items if w in commands]
@@ -861,7 +919,7 @@ def _twelve_class_entries(items, noise, silence_fraction: float, unknown_fractio
     silence = []
     for _ in range(math.ceil(len(known) * silence_fraction) if noise else 0):
         path, length = noise[rng.integers(len(noise))]
-        silence.append((path, 0, int(rng.integers(0, length - 16000 + 1)) if length > 16000 else 0, float(rng.uniform())))
+        silence.append((path, 0, int(rng.integers(0, length - clip + 1)), float(rng.uniform())))
     return known + picked + silence
 
 
@@ -885,7 +943,9 @@ def extract_once(archive: Path, dest: Path, member: str | None = None) -> Path:
                 tar.extractall(tmp)
         source = tmp / member if member else tmp
         if not source.is_dir():
-            raise GroveError(f"{archive} has no folder {member}: it is not the expected archive; delete it and run again")
+            raise GroveError(
+                f"{archive} has no folder {member}: it is not the expected archive; delete it and run again"
+            )
         (source / marker.name).touch()
         shutil.rmtree(dest, ignore_errors=True)
         dest.parent.mkdir(parents=True, exist_ok=True)
@@ -915,7 +975,9 @@ def read_manifest(path: Path) -> tuple[list[str], list[str]]:
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
-                raise GroveError(f"{path} line {number} is not JSON ({e.msg}); a JSONL manifest has one object per line") from None
+                raise GroveError(
+                    f"{path} line {number} is not JSON ({e.msg}); a JSONL manifest has one object per line"
+                ) from None
             if not isinstance(row, dict) or not {"path", "transcript"} <= row.keys():
                 raise GroveError(f'{path} line {number} lacks "path" or "transcript"; each line needs both keys')
             rows.append((row["path"], row["transcript"]))
@@ -973,7 +1035,9 @@ def audio_manifest(
     root = Path(root).expanduser()
     lists = [read_manifest(root / name) if name else None for name in (train, val, test)]
     alphabet, splits = _transcription_splits(lists, sample_rate)
-    augment = _augment_options(spec_time_masks, spec_time_width, spec_freq_masks, spec_freq_width, noise_snr_db, gain_db, 0.0)
+    augment = augment_options(
+        spec_time_masks, spec_time_width, spec_freq_masks, spec_freq_width, noise_snr_db, gain_db, 0.0
+    )
     transform = make_transform(sample_rate, features, n_mels, n_mfcc, **augment)
     return transcription_bundle(*splits, alphabet, transform)
 
@@ -1006,7 +1070,9 @@ def librispeech(
     folder = Path(root).expanduser() if root else data_dir() / "librispeech"
     lists = [_librispeech_subset(folder, s) if s else None for s in (subset, val_subset, test_subset)]
     alphabet, splits = _transcription_splits(lists, sample_rate)
-    augment = _augment_options(spec_time_masks, spec_time_width, spec_freq_masks, spec_freq_width, noise_snr_db, gain_db, 0.0)
+    augment = augment_options(
+        spec_time_masks, spec_time_width, spec_freq_masks, spec_freq_width, noise_snr_db, gain_db, 0.0
+    )
     transform = make_transform(sample_rate, features, n_mels, n_mfcc, **augment)
     return transcription_bundle(*splits, alphabet, transform, subsets=[subset, val_subset, test_subset])
 

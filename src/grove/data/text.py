@@ -30,6 +30,7 @@ from grove.data.tokenizers import (
     load_tokenizer,
     tokenizer_files,
 )
+from grove.paths import resolve
 from grove.errors import GroveError, did_you_mean
 from grove.registry import register_dataset
 
@@ -100,7 +101,9 @@ def wikitext2(*, root=None, tokenizer="word", vocab_size=None, layout="stream", 
 
 
 @register_dataset(modality="text")
-def tiny_shakespeare(*, root=None, tokenizer="char", vocab_size=None, layout="window", block_size=64, rows=50, bptt=50):
+def tiny_shakespeare(
+    *, root=None, tokenizer="char", vocab_size=None, layout="window", block_size=64, rows=50, bptt=50
+):
     """Tiny Shakespeare (1.1M characters, char-rnn's and nanoGPT's corpus): character-level language modelling.
 
     Reads input.txt from `root`, else from data_dir()/tiny_shakespeare (downloading it there when
@@ -140,7 +143,10 @@ def _lm_bundle_from_texts(
         if not text.strip():
             raise GroveError(f"{names[split]} is empty: {name} needs text in every split")
     tok = _lm_tokenizer(tokenizer, fit_text if fit_text is not None else texts["train"], vocab_size)
-    ids = {split: torch.tensor(tok.encode(text, add_special_tokens=False), dtype=torch.long) for split, text in texts.items()}
+    ids = {
+        split: torch.tensor(tok.encode(text, add_special_tokens=False), dtype=torch.long)
+        for split, text in texts.items()
+    }
 
     def lay_out(split: str, train: bool):
         tokens = ids[split]
@@ -188,7 +194,9 @@ def _lm_bundle_from_texts(
 def _lm_tokenizer(spec, train_text: str, vocab_size) -> Tokenizer:
     if spec == "char":
         if vocab_size is not None:
-            raise GroveError("vocab_size does not apply to the char tokenizer: its vocabulary is the characters seen")
+            raise GroveError(
+                "vocab_size does not apply to the char tokenizer: its vocabulary is the characters seen"
+            )
         return CharTokenizer.fit(train_text)
     if spec == "word":
         return WordTokenizer.fit(train_text, eos=True, max_size=vocab_size)
@@ -283,21 +291,26 @@ def sst2(*, root=None, tokenizer="word", vocab_size=8000, max_len=128, lowercase
     """
     folder = Path(root).expanduser() if root else data_dir() / "sst2"
     _extract_missing(folder, ["train.tsv", "dev.tsv"], "SST-2", SST2_URL, SST2_MD5, "the SST-2 archive")
-    rows = {split: _read_rows(folder / name, "tsv", "sentence", "label") for split, name in (("train", "train.tsv"), ("val", "dev.tsv"))}
+    rows = {
+        split: _read_rows(folder / name, "tsv", "sentence", "label")
+        for split, name in (("train", "train.tsv"), ("val", "dev.tsv"))
+    }
     return _classification_bundle("sst2", rows, tokenizer, vocab_size, max_len, lowercase)
 
 
 def _classification_bundle(name, rows: dict, tokenizer, vocab_size, max_len, lowercase) -> DataBundle:
     """rows: split -> (file name, [(text, label, line)]) with train first."""
     _positive(max_len=max_len)
-    train_file, train_rows = rows["train"]
+    _, train_rows = rows["train"]
     classes = _sorted_labels({label for _, label, _ in train_rows})
     index = {c: i for i, c in enumerate(classes)}
     tok = _classification_tokenizer(tokenizer, [t for t, _, _ in train_rows], vocab_size, lowercase)
     if tok.pad_id is None:
         raise GroveError(f"the tokenizer {tokenizer} has no pad token, which classification batches need")
     if getattr(tok, "model_max_length", None) and max_len > tok.model_max_length:
-        raise GroveError(f"max_len={max_len} is longer than the tokenizer's model_max_length {tok.model_max_length}")
+        raise GroveError(
+            f"max_len={max_len} is longer than the tokenizer's model_max_length {tok.model_max_length}"
+        )
 
     def split_data(file: str, examples) -> TextClassificationData:
         labels = []
@@ -347,12 +360,17 @@ def _read_rows(path: Path, format, text_field: str, label_field: str) -> tuple[s
     """(file name, [(text, label as str, line number)]) from a csv, tsv or jsonl file."""
     if not path.is_file():
         raise GroveError(f"no such file: {path}")
+    if format is not None and format not in ("csv", "tsv", "jsonl"):
+        raise GroveError(f"format must be csv, tsv or jsonl, got {format!r}")
     fmt = format or path.suffix.lower().lstrip(".")
     if fmt not in ("csv", "tsv", "jsonl"):
-        raise GroveError(f"cannot tell the format of {path} from its extension: set data.format to csv, tsv or jsonl")
+        raise GroveError(
+            f"cannot tell the format of {path} from its extension: set data.format to csv, tsv or jsonl"
+        )
     rows = []
     try:
-        with open(path, encoding="utf-8", newline="") as f:
+        # utf-8-sig: spreadsheet programs often start a CSV with a byte-order mark.
+        with open(path, encoding="utf-8-sig", newline="") as f:
             if fmt == "jsonl":
                 for line_no, line in enumerate(f, start=1):
                     if not line.strip():
@@ -430,27 +448,44 @@ def sentiment_demo(
     return _classification_bundle("sentiment_demo", rows, tokenizer, vocab_size, max_len, lowercase)
 
 
-_MOVIE = ["movie", "film", "show", "documentary", "sequel", "series", "comedy", "thriller"]
-_MOVIE_PARTS = ["plot", "acting", "script", "soundtrack", "ending", "dialogue", "cast", "pacing", "story", "camera work"]
-_PRODUCT = ["phone", "laptop", "blender", "camera", "vacuum", "kettle", "keyboard", "backpack", "speaker", "printer"]
-_PRODUCT_PARTS = ["battery", "screen", "sound", "design", "price", "build quality", "customer service", "delivery", "manual", "packaging"]
-# Adjectives as (train and eval, eval only): val/test also use a few words train never shows.
+# Word lists: multi-word entries are comma-separated. Pairs are (train and eval, eval only): val
+# and test also use a few words and phrasings train never shows.
+_MOVIE = "movie, film, show, documentary, sequel, series, comedy, thriller".split(", ")
+_MOVIE_PARTS = "plot, acting, script, soundtrack, ending, dialogue, cast, pacing, story, camera work".split(", ")
+_PRODUCT = "phone, laptop, blender, camera, vacuum, kettle, keyboard, backpack, speaker, printer".split(", ")
+_PRODUCT_PARTS = (
+    "battery, screen, sound, design, price, build quality, customer service, delivery, manual, packaging".split(", ")
+)
 _POSITIVE = (
-    ["good", "great", "excellent", "wonderful", "fantastic", "amazing", "impressive", "enjoyable", "solid",
-     "brilliant", "lovely", "perfect", "pleasant", "fun", "beautiful", "nice", "fine", "clever"],
-    ["superb", "terrific", "delightful"],
+    "good great excellent wonderful fantastic amazing impressive enjoyable solid brilliant lovely perfect "
+    "pleasant fun beautiful nice fine clever".split(),
+    "superb terrific delightful".split(),
 )
 _NEGATIVE = (
-    ["bad", "terrible", "awful", "horrible", "poor", "boring", "disappointing", "dull", "weak", "mediocre",
-     "annoying", "useless", "cheap", "sloppy", "frustrating", "ugly", "messy", "slow"],
-    ["dreadful", "lousy", "clumsy"],
+    "bad terrible awful horrible poor boring disappointing dull weak mediocre annoying useless cheap sloppy "
+    "frustrating ugly messy slow".split(),
+    "dreadful lousy clumsy".split(),
 )
 _INTENSIFIERS = ["", "", "", "very", "really", "quite", "extremely", "truly", "incredibly", "pretty", "so"]
-_FILLER = (
-    ["I bought it last month.", "We watched it on Saturday night.", "My brother recommended it to me.",
-     "I used it every day for two weeks.", "It arrived on a Tuesday.", "I saw it with my parents.",
-     "I read a few reviews first.", "It was a gift from a friend."],
-    ["I finally tried it over the weekend.", "We picked it up at the store downtown.", "A friend lent it to me."],
+_MOVIE_FILLER = (
+    [
+        "We watched it on Saturday night.",
+        "My brother recommended it to me.",
+        "I saw it with my parents.",
+        "I read a few reviews first.",
+        "It was on television last week.",
+    ],
+    ["We went to the late showing.", "A friend lent me the disc."],
+)
+_PRODUCT_FILLER = (
+    [
+        "I bought it last month.",
+        "I used it every day for two weeks.",
+        "It arrived on a Tuesday.",
+        "I read a few reviews first.",
+        "It was a gift from a friend.",
+    ],
+    ["We picked it up at the store downtown.", "I ordered it online in March."],
 )
 _FAILED_EXPECTATION = (["I expected more", "I had high hopes", "I wanted to like it"], ["I was looking forward to it"])
 _LOW_EXPECTATION = (["I expected very little", "I had low expectations"], ["I was not sure about it at first"])
@@ -535,7 +570,7 @@ def _review(rng: random.Random, positive: bool, held_out: bool) -> str:
 
     out = [sentence(positive)]
     if rng.random() < 0.4:
-        out.insert(rng.randrange(2), pick(_FILLER))
+        out.insert(rng.randrange(2), pick(_MOVIE_FILLER if movie else _PRODUCT_FILLER))
     return " ".join(out)
 
 
@@ -548,7 +583,9 @@ def _join(*words: str) -> str:
 
 def _tokenizer_from_path(spec, vocab_size) -> Tokenizer:
     text = str(spec)
-    looks_like_path = os.sep in text or "/" in text or text.startswith((".", "~")) or Path(text).expanduser().exists()
+    looks_like_path = (
+        os.sep in text or "/" in text or text.startswith((".", "~", "pkg:")) or Path(text).expanduser().exists()
+    )
     if not looks_like_path:
         raise GroveError(
             f"unknown tokenizer {text!r}{did_you_mean(text, BUILTIN_TOKENIZERS)}: use char, word, bpe "
@@ -556,7 +593,7 @@ def _tokenizer_from_path(spec, vocab_size) -> Tokenizer:
         )
     if vocab_size is not None:
         raise GroveError(f"vocab_size does not apply to the tokenizer at {text}: its vocabulary is fixed")
-    return load_tokenizer(text)
+    return load_tokenizer(resolve(text))
 
 
 def _tokenizer_meta(tok: Tokenizer) -> dict:
@@ -585,7 +622,9 @@ def _extract_missing(folder: Path, names, archive_dir: str, url: str, md5: str, 
                 with z.open(f"{archive_dir}/{name}") as src:
                     (folder / name).write_bytes(src.read())
     except (KeyError, zipfile.BadZipFile, OSError) as e:
-        raise GroveError(f"cannot extract {', '.join(missing)} from {archive} ({e}); delete it and run again") from None
+        raise GroveError(
+            f"cannot extract {', '.join(missing)} from {archive} ({e}); delete it and run again"
+        ) from None
 
 
 def _positive(**options) -> None:

@@ -18,8 +18,8 @@ import re
 import shutil
 import tempfile
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from grove.errors import GroveError
 
@@ -72,7 +72,9 @@ class Tokenizer:
         directory.mkdir(parents=True, exist_ok=True)
         self._save_extra(directory)
         state = {"kind": self.kind, **self._state()}
-        (directory / GROVE_FILE).write_text(json.dumps(state, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+        (directory / GROVE_FILE).write_text(
+            json.dumps(state, ensure_ascii=False, indent=1) + "\n", encoding="utf-8"
+        )
 
     def _encode(self, text: str) -> list[int]:
         raise NotImplementedError
@@ -100,7 +102,7 @@ class CharTokenizer(Tokenizer):
         self.unk_id = self.specials.index("<unk>") if "<unk>" in self.specials else None
 
     @classmethod
-    def fit(cls, text: str | Iterable[str], *, specials: list[str] = (), lowercase: bool = False) -> "CharTokenizer":
+    def fit(cls, text: str | Iterable[str], *, specials: list[str] = (), lowercase: bool = False) -> CharTokenizer:
         texts = [text] if isinstance(text, str) else text
         chars: set[str] = set()
         for t in texts:
@@ -125,9 +127,9 @@ class CharTokenizer(Tokenizer):
             known = "".join(self.chars[:_SHOWN_CHARS])
             more = f" and {len(self.chars) - _SHOWN_CHARS} more" if len(self.chars) > _SHOWN_CHARS else ""
             raise GroveError(
-                f"the text has {len(unknown)} character(s) outside this model's vocabulary: "
-                f"{', '.join(repr(c) for c in unknown[:_SHOWN_CHARS])}; it knows {len(self.chars)} characters: "
-                f"{known!r}{more}"
+                f"the text has {len(unknown)} character(s) outside the vocabulary: "
+                f"{', '.join(repr(c) for c in unknown[:_SHOWN_CHARS])}; remove or replace them "
+                f"(the model knows {len(self.chars)} characters: {known!r}{more})"
             ) from None
 
     def decode(self, ids) -> str:
@@ -180,7 +182,7 @@ class WordTokenizer(Tokenizer):
         lowercase: bool = False,
         split_punctuation: bool = False,
         max_size: int | None = None,
-    ) -> "WordTokenizer":
+    ) -> WordTokenizer:
         """The vocabulary of `texts` (one string or many); `max_size` caps it, specials included,
         keeping the most frequent words."""
         specials = cls.specials(eos=eos, pad=pad)
@@ -267,8 +269,9 @@ class BPETokenizer(_HFBacked):
     @classmethod
     def fit(
         cls, texts: str | Iterable[str], vocab_size: int, *, pad: bool = False, lowercase: bool = False
-    ) -> "BPETokenizer":
-        from tokenizers import Tokenizer as HFTok, decoders, models, normalizers, pre_tokenizers, trainers
+    ) -> BPETokenizer:
+        from tokenizers import Tokenizer as HFTok
+        from tokenizers import decoders, models, normalizers, pre_tokenizers, trainers
 
         specials = ([cls.PAD] if pad else []) + [cls.EOS]
         alphabet = pre_tokenizers.ByteLevel.alphabet()
@@ -294,7 +297,9 @@ class BPETokenizer(_HFBacked):
         return self.tokenizer.encode(text).ids
 
     def encode_batch(self, texts: list[str], *, add_special_tokens: bool = True, max_length: int | None = None):
-        return [e.ids[:max_length] if max_length is not None else e.ids for e in self.tokenizer.encode_batch(texts)]
+        return [
+            e.ids[:max_length] if max_length is not None else e.ids for e in self.tokenizer.encode_batch(texts)
+        ]
 
     def decode(self, ids) -> str:
         ids = [i for i in _as_list(ids) if i != self.pad_id]
@@ -304,7 +309,7 @@ class BPETokenizer(_HFBacked):
         self.tokenizer.save(str(directory / HF_FILE))
 
     @classmethod
-    def _load(cls, directory: Path, state: dict) -> "BPETokenizer":
+    def _load(cls, directory: Path, state: dict) -> BPETokenizer:
         from tokenizers import Tokenizer as HFTok
 
         return cls(HFTok.from_file(str(_need(directory / HF_FILE))))
@@ -355,6 +360,9 @@ class HFTokenizer(_HFBacked):
 
     def encode_batch(self, texts: list[str], *, add_special_tokens: bool = True, max_length: int | None = None):
         tok = self.tokenizer
+        specials = tok.num_special_tokens_to_add(False) if add_special_tokens else 0
+        if max_length is not None and max_length <= specials:
+            raise GroveError(f"max length {max_length} leaves no room for text beside {specials} special tokens")
         # Truncation inside the library keeps the closing [SEP] when it cuts a long text.
         if max_length is not None:
             tok.enable_truncation(max_length)
@@ -375,7 +383,7 @@ class HFTokenizer(_HFBacked):
                 shutil.copyfile(self.directory / name, directory / name)
 
     @classmethod
-    def _load(cls, directory: Path, state: dict) -> "HFTokenizer":
+    def _load(cls, directory: Path, state: dict) -> HFTokenizer:
         return cls(directory)
 
 

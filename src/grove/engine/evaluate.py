@@ -58,6 +58,10 @@ def final_report(trainer, run: RunDir) -> dict:
         "speed": trainer.speed.describe(),
     }
     if trainer.procs.is_main:
+        if hasattr(model, "save_pretrained"):  # Hugging Face models go back out in their own format
+            model.save_pretrained(run.path / "hf")
+            for name, content in trainer.bundle.files.items():
+                (run.path / "hf" / name).write_bytes(content if isinstance(content, bytes) else content.encode())
         details = {k: figures[k] for k in ("per_class", "confusion_matrix") if k in figures}
         run.write_json(SUMMARY, {**summary, **details})
         plot_curves(run)

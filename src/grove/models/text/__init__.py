@@ -1,3 +1,3 @@
 """Text models: language models and sequence classifiers. Importing a module runs its @register_model decorators."""
 
-from grove.models.text import encoder, gpt, rnn_classifier, rnn_lm  # noqa: F401
+from grove.models.text import encoder, gpt, hf, rnn_classifier, rnn_lm  # noqa: F401
