@@ -189,7 +189,11 @@ def cmd_models(args) -> int:
     for name in MODELS.names():
         entry = MODELS.get(name)
         tags = "/".join(str(v) for v in entry.tags.values())
-        print(f"{name:<{width}}  {tags:<18} {count_params(entry.fn()) / 1e6:7.2f}M  {entry.description}")
+        try:
+            size = f"{count_params(entry.fn()) / 1e6:7.2f}M"
+        except (GroveError, ValueError, OSError):  # a model whose default needs a missing checkpoint
+            size = f"{'-':>8}"
+        print(f"{name:<{width}}  {tags:<18} {size}  {entry.description}")
     return 0
 
 
