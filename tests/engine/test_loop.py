@@ -123,3 +123,11 @@ def test_fp16_needs_cuda(tmp_path):
         pytest.skip("CUDA present: fp16 is allowed")
     with pytest.raises(GroveError, match="fp16 needs a CUDA GPU"):
         digits_run(tmp_path, "train.precision=fp16")
+
+
+@pytest.mark.slow
+def test_compiled_training_matches_eager(tmp_path):
+    eager, _ = digits_run(tmp_path / "a", "train.epochs=1")
+    compiled, _ = digits_run(tmp_path / "b", "train.epochs=1", "train.compile=true")
+    assert compiled["speed"]["compile"] is True
+    assert abs(compiled["loss"] - eager["loss"]) < 1e-3
