@@ -1,0 +1,170 @@
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from grove.data import spoken_words as sw
+from grove.data.audio import decode_tokens
+from grove.errors import GroveError
+
+needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
+
+VOICES = ["en-us+m3", "en-gb+f3", "en-029+klatt"]
+TINY = {
+    "words": ["yes", "no", "seven"],
+    "voices": VOICES,
+    "speeds": (160,),
+    "pitches": (50,),
+    "val_voices": 1,
+    "test_voices": 1,
+}
+
+
+@pytest.fixture(autouse=True)
+def data_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("GROVE_DATA_DIR", str(tmp_path))
+    return tmp_path / "spoken_words"
+
+
+# ---------------------------------------------------------------------------------------------
+# Without espeak-ng
+
+
+def test_missing_espeak_says_how_to_install(monkeypatch):
+    monkeypatch.setattr(sw.shutil, "which", lambda name: None)
+    with pytest.raises(GroveError, match="espeak-ng is not installed: run scripts/install-system-deps.sh"):
+        sw.spoken_words(**TINY)
+
+
+def test_split_at_pauses_finds_the_spoken_stretches():
+    rate = 22050
+    samples = np.zeros(rate * 3, dtype=np.int16)
+    samples[2205:8820] = 8000  # 0.1-0.4 s
+    samples[9261:11025] = 6000  # a 20 ms dip inside the same item
+    samples[33075:44100] = -9000  # 1.5-2.0 s, after a long pause
+    pieces = sw.split_at_pauses(samples, rate)
+    assert len(pieces) == 2
+    assert 8820 - 2205 < len(pieces[0]) < 11025 - 2205 + 2 * 441 and len(pieces[1]) >= 44100 - 33075
+    assert sw.split_at_pauses(np.zeros(rate, np.int16), rate) == []
+
+
+def test_voice_splits_are_disjoint():
+    voices = [f"v{i}" for i in range(20)]
+    split = sw.split_voices(voices, 0.1, 3, seed=0)
+    assert len(split["val"]) == 2 and len(split["test"]) == 3 and len(split["train"]) == 15
+    assert set(split["train"]) | set(split["val"]) | set(split["test"]) == set(voices)
+    assert not set(split["val"]) & set(split["test"])
+    assert sw.split_voices(voices, 0.1, 3, seed=0) == split
+    named = sw.split_voices(voices, ["v4"], 0, seed=0)
+    assert named["val"] == ["v4"] and named["test"] == [] and "v4" not in named["train"]
+    with pytest.raises(GroveError, match="not generated"):
+        sw.split_voices(voices, ["nobody"], 1, seed=0)
+    with pytest.raises(GroveError, match="cannot give train and val"):
+        sw.split_voices(voices[:2], 1, 1, seed=0)
+
+
+def test_default_voices_are_accents_times_variants():
+    voices = sw.default_voices()
+    assert len(voices) == len(set(voices)) == 96 and "en-gb-scotland+f3" in voices
+
+
+# ---------------------------------------------------------------------------------------------
+# With espeak-ng
+
+
+def voices_of(bundle):
+    return [set(s.voices) if s is not None else set() for s in (bundle.train, bundle.val, bundle.test)]
+
+
+@needs_espeak
+def test_spoken_words_split_by_voice(data_dir):
+    bundle = sw.spoken_words(**TINY)
+    train, val, test = voices_of(bundle)
+    assert len(train) == len(val) == len(test) == 1 and not (train & val or train & test or val & test)
+    assert bundle.meta["voices"] == {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
+    for split in (bundle.train, bundle.val, bundle.test):
+        assert split.inputs.dtype == torch.int16 and split.inputs.shape == (3, 16000)
+        assert split.targets.tolist() == [0, 1, 2]
+        assert split.inputs.abs().amax(1).min() > 3000  # speech, not silence
+    assert bundle.classes == ["yes", "no", "seven"]
+    assert bundle.model_defaults == {"num_classes": 3, "in_features": 40}
+    features = bundle.transform(bundle.train.inputs, train=True)
+    assert features.shape == (3, 40, 101) and torch.isfinite(features).all()
+    json.dumps(bundle.meta)
+
+
+@needs_espeak
+def test_spoken_words_is_deterministic_and_reuses_its_cache(data_dir, monkeypatch):
+    first = sw.spoken_words(**TINY, cache=False)
+    assert not data_dir.exists()
+    second = sw.spoken_words(**TINY, cache=False)
+    assert torch.equal(first.train.inputs, second.train.inputs) and torch.equal(first.test.inputs, second.test.inputs)
+
+    cached = sw.spoken_words(**TINY)
+    files = sorted(p.name for p in data_dir.iterdir())
+    assert len(files) == 1 and files[0].endswith(".npz") and cached.meta["cache"].endswith(files[0])
+    assert torch.equal(cached.val.inputs, first.val.inputs)
+
+    def no_espeak(*args, **kwargs):
+        raise AssertionError("espeak-ng ran although the cache was there")
+
+    monkeypatch.setattr(sw, "_espeak", no_espeak)
+    again = sw.spoken_words(**TINY)
+    assert torch.equal(again.train.inputs, first.train.inputs)
+    # Another seed is another data set: new noise and levels, and espeak-ng runs again.
+    with pytest.raises(AssertionError, match="espeak-ng ran"):
+        sw.spoken_words(**{**TINY, "seed": 1})
+
+
+@needs_espeak
+def test_cache_is_written_atomically(data_dir, monkeypatch):
+    real_savez = np.savez
+
+    def savez_then_fail(file, **arrays):
+        real_savez(file, **{k: v[:1] for k, v in arrays.items()})  # part of the data is written...
+        raise OSError(28, "No space left on device")  # ...then the disk fills up
+
+    monkeypatch.setattr(sw.np, "savez", savez_then_fail)
+    bundle = sw.spoken_words(**TINY)  # the data are still usable
+    assert len(bundle.train) == 3
+    assert list(data_dir.iterdir()) == []  # neither a half-written cache nor its temporary file
+    monkeypatch.setattr(sw.np, "savez", real_savez)
+
+    sw.spoken_words(**TINY)
+    (path,) = data_dir.iterdir()
+    assert not path.name.startswith(".")
+    path.write_bytes(path.read_bytes()[:1000])  # a cache cut short (by hand) is made again
+    bundle = sw.spoken_words(**TINY)
+    assert len(bundle.train) == 3 and path.stat().st_size > 1000
+
+
+@needs_espeak
+def test_spoken_digit_sequences(data_dir):
+    bundle = sw.spoken_digit_sequences(
+        n_utterances=6, voices=VOICES, speeds=(160,), pitches=(50,), val_voices=1, test_voices=1
+    )
+    train, val, test = voices_of(bundle)
+    assert len(train) == len(val) == len(test) == 1 and not (train & val or train & test or val & test)
+    alphabet = bundle.meta["alphabet"]
+    assert alphabet[:2] == ["<blank>", " "] and bundle.meta["kind"] == "transcription"
+    assert len(bundle.train) == 2
+    items = [bundle.train[i] for i in range(2)]
+    for (wave, tokens), name in zip(items, bundle.train.names):
+        words = decode_tokens(tokens, alphabet).split()
+        assert 2 <= len(words) <= 4 and set(words) <= set(sw.DIGITS) and " ".join(words) in name
+        assert 0.5 < len(wave) / 16000 < 4
+    inputs, targets = bundle.train.collate(items)
+    assert (
+        inputs["audio"].shape == (2, int(bundle.train.lengths.max()))
+        and inputs["lengths"].tolist() == bundle.train.lengths.tolist()
+    )
+    assert targets["tokens"].shape[0] == 2 and (targets["lengths"] > 0).all()
+    out = bundle.transform(inputs, train=True)
+    assert out["features"].shape[:2] == (2, 40) and out["lengths"].tolist() == (inputs["lengths"] // 160 + 1).tolist()
+    again = sw.spoken_digit_sequences(
+        n_utterances=6, voices=VOICES, speeds=(160,), pitches=(50,), val_voices=1, test_voices=1
+    )
+    assert torch.equal(again.train.samples, bundle.train.samples)
+    assert len(list(data_dir.iterdir())) == 1
