@@ -360,24 +360,22 @@ def median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
-def fmt_range(xs: list[float]) -> str:
-    return f"{min(xs):.0f}-{max(xs):.0f}" if xs else "-"
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="seed_cnn only, fewer steps and rounds")
     parser.add_argument("--rounds", type=int, help="interleaved rounds per workload (default 5, resnet18 3, quick 3)")
     parser.add_argument("--only", help="comma-separated workload names to run (seed_cnn, tiny, resnet18)")
     parser.add_argument("--noise", type=float, default=0.2,
-                        help="a run during which other processes kept more cores than this busy is repeated (default 0.2)")
-    parser.add_argument("--retries", type=int, default=2, help="repeats of a disturbed run; the least disturbed is kept")
-    parser.add_argument("--max-wait", type=float, default=20.0,
-                        help="seconds to wait for an idle machine before each run (default 20)")
+                        help="a run whose timed window saw other processes keep more cores than this busy is "
+                        "disturbed: it is repeated, and left out of the figures when its round has clean runs (default 0.2)")
+    parser.add_argument("--retries", type=int, default=3, help="repeats of a disturbed run; the least disturbed is kept")
+    parser.add_argument("--max-wait", type=float, default=60.0,
+                        help="seconds to wait for an idle machine before each run (default 60)")
     args = parser.parse_args()
 
     torch.manual_seed(SEED)
     print(f"machine: {machine_line()}")
+    wait_for_quiet(args.max_wait)
     peaks = {"fp32": peak_matmul_flops(torch.float32), "bf16": peak_matmul_flops(torch.bfloat16)}
     print(f"peak matmul (2048^3, measured): fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
     chosen = workloads(args.quick)
@@ -397,14 +395,14 @@ def main() -> int:
                 for s in order:
                     res = measure(w, s, run_dir, args)
                     results[s].append(res)
-                    logged = f" (its own log {res.logged_samples_per_s:.0f})" if res.logged_samples_per_s else ""
-                    print(f"  round {r + 1} {s.label:<32} {res.samples_per_s:8.0f} samples/s{logged:<20}"
-                          f" first step after {res.first_step_s:4.1f}s, {res.cores_elsewhere:.2f} cores busy elsewhere",
+                    logged = f"(its own log {res.logged_samples_per_s:.0f})" if res.logged_samples_per_s else ""
+                    print(f"  round {r + 1} {s.label:<32} {res.samples_per_s:8.0f} samples/s {logged:<20} "
+                          f"first step after {res.first_step_s:4.1f}s, {res.cores_elsewhere:.2f} cores busy elsewhere",
                           flush=True)
             tables.append((w, results, flops))
             check_same_losses(w, results)
     print(f"\ntotal time {time.perf_counter() - began:.0f}s")
-    print_tables(tables, peaks)
+    print_tables(tables, peaks, args.noise)
     return 0
 
 
@@ -425,55 +423,66 @@ def measure(w: Workload, s: Setting, run_dir: str, args) -> Result:
 def check_same_losses(w: Workload, results: dict) -> None:
     """grove and the plain loop at the same settings must compute the same training losses."""
     for s in w.settings:
-        if s.loop != "plain":
-            continue
         twin = Setting("grove", s.precision, s.channels_last, s.compile)
-        if twin not in results:
+        if s.loop != "plain" or twin not in results:
             continue
         plain = dict(results[s][0].window_losses)
         grove = dict(results[twin][0].window_losses)
         diffs = [abs(plain[k] - grove[k]) for k in plain if k in grove]
         if diffs:
-            print(f"  same losses, plain vs grove at {'+'.join(s.label.split()[1:])}: "
+            print(f"  same losses, plain vs grove at {settings_name(s)}: "
                   f"max |difference| of {len(diffs)} window means = {max(diffs):.2e}")
 
 
-def print_tables(tables, peaks) -> None:
+def settings_name(s: Setting) -> str:
+    return s.label.split(" ", 1)[1]
+
+
+def paired(a: list[Result], b: list[Result], noise: float) -> tuple[list[float], list[float], list[float], bool]:
+    """samples/s of a and b and the per-round ratios a/b, from rounds where neither run was disturbed
+    (all rounds, flagged, when there are none)."""
+    rounds = [(x, y) for x, y in zip(a, b) if x.cores_elsewhere <= noise and y.cores_elsewhere <= noise]
+    disturbed = not rounds
+    rounds = rounds or list(zip(a, b))
+    xs, ys = [x.samples_per_s for x, _ in rounds], [y.samples_per_s for _, y in rounds]
+    return xs, ys, [x / y for x, y in rounds], disturbed
+
+
+def print_tables(tables, peaks, noise: float) -> None:
     print(f"\nmachine: {machine_line()}")
-    print("\nLoop overhead at identical settings (median samples/s over rounds; ratio = median of per-round ratios)")
-    header = f"{'workload':<34} {'settings':<20} {'plain':>9} {'grove':>9} {'grove/plain':>12}"
-    print(header)
-    print("-" * len(header))
+    print("\nLoop overhead at identical settings: median samples/s; grove/plain is the median of per-round "
+          "ratios; rounds = undisturbed rounds used")
+    print("\n| workload | settings | plain samples/s | grove samples/s | grove/plain | grove's extra time per step | rounds |")
+    print("|---|---|---:|---:|---:|---:|---:|")
+    flagged = False
     for w, results, _ in tables:
         for s in w.settings:
-            if s.loop != "plain":
-                continue
             twin = Setting("grove", s.precision, s.channels_last, s.compile)
-            if twin not in results:
+            if s.loop != "plain" or twin not in results:
                 continue
-            plain = [x.samples_per_s for x in results[s]]
-            grove = [x.samples_per_s for x in results[twin]]
-            ratio = median([g / p for g, p in zip(grove, plain)])
-            step_us = (1 / median(grove) - 1 / median(plain)) * w.batch * 1e6
-            settings = "+".join(s.label.split()[1:])
-            print(f"{w.title:<34} {settings:<20} {median(plain):9.0f} {median(grove):9.0f} {ratio:11.3f}x"
-                  f"   ({step_us:+.0f} us/step)")
-    print("\ngrove's speed settings (median samples/s; speedup = median of per-round ratios to grove fp32)")
-    header = f"{'workload':<34} {'grove settings':<28} {'samples/s':>10} {'range':>12} {'speedup':>8} {'MFU':>6}"
-    print(header)
-    print("-" * len(header))
+            grove, plain, ratios, disturbed = paired(results[twin], results[s], noise)
+            flagged |= disturbed
+            extra_us = (1 / median(grove) - 1 / median(plain)) * w.batch * 1e6
+            print(f"| {w.title} | {settings_name(s)} | {median(plain):.0f} | {median(grove):.0f} | "
+                  f"{median(ratios):.3f}x | {extra_us:+.0f} us | {len(ratios)}{'*' if disturbed else ''} |")
+    print("\ngrove's speed settings: speedup is the median of per-round ratios to grove fp32 on the same workload; "
+          "MFU against the measured peak matmul FLOP/s of the same precision")
+    print("\n| workload | grove settings | samples/s | range | speedup | MFU | rounds |")
+    print("|---|---|---:|---:|---:|---:|---:|")
     for w, results, flops in tables:
-        base = [x.samples_per_s for x in results[GROVE]]
         for s in w.settings:
             if s.loop != "grove":
                 continue
-            sps = [x.samples_per_s for x in results[s]]
-            speedup = median([a / b for a, b in zip(sps, base)])
-            mfu = median(sps) * flops / peaks[s.precision]
-            settings = " ".join(s.label.split()[1:]) + ("  (auto)" if s.precision == "bf16" and s.channels_last and not s.compile else "")
-            print(f"{w.title:<34} {settings:<28} {median(sps):10.0f} {fmt_range(sps):>12} {speedup:7.2f}x {mfu:6.1%}")
-    print("(auto) = what precision/channels_last/compile=auto resolve to on this CPU; MFU against the measured "
-          "peak matmul FLOP/s of the same precision")
+            sps, _, ratios, disturbed = paired(results[s], results[GROVE], noise)
+            flagged |= disturbed
+            auto = " (auto)" if s.precision == "bf16" and s.channels_last and not s.compile else ""
+            print(f"| {w.title} | {settings_name(s)}{auto} | {median(sps):.0f} | {min(sps):.0f}-{max(sps):.0f} | "
+                  f"{median(ratios):.2f}x | {median(sps) * flops / peaks[s.precision]:.1%} | "
+                  f"{len(ratios)}{'*' if disturbed else ''} |")
+    print("\n(auto) = what precision/channels_last/compile=auto resolve to on this CPU.")
+    if flagged:
+        print(f"* every round of this row was disturbed (other processes kept > {noise} cores busy); "
+              "its figure is unreliable")
 
 
 if __name__ == "__main__":

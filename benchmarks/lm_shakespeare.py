@@ -1,0 +1,206 @@
+"""Language models on Tiny Shakespeare: validation loss against wall time, tokens/s and MFU.
+
+    python benchmarks/lm_shakespeare.py                      # both recipes, 300 s budget each (~6 min)
+    python benchmarks/lm_shakespeare.py --budget 120         # stop each run after 120 s of wall time
+    python benchmarks/lm_shakespeare.py --recipes shakespeare-char-gpt --threads 1
+
+Each recipe (`shakespeare-char-gpt`, `shakespeare-char-lstm` by default) trains exactly as
+`grove train RECIPE` does, through grove's Python API (`grove.engine.loop.train`), offline from
+the Tiny Shakespeare file in the data directory. The script reads the run's metrics.jsonl and
+prints, per recipe, every validation point as (wall seconds, step, val loss):
+
+  wall s      seconds from the call to train() (data loading and tokenizing included) to the end
+              of the optimiser step whose weights were evaluated; evaluations before it count
+  tokens/s    training tokens per step / the median time between optimiser steps (the steady
+              rate; evaluation pauses fall outside the median)
+  FLOPs/token training FLOPs (forward + backward) per token: `model.flops_per_token()` for gpt
+              (6 x non-embedding parameters + attention, nanoGPT's estimate); for the LSTM
+              6 x non-embedding parameters (LSTM and decoder weights: every weight does one
+              multiply-add per token forward and two backward; the embedding is a lookup)
+  peak        FLOP/s of a large square matmul loop, fp32 and bf16, measured in this process at
+              the same thread count, before the runs and after them (the larger is kept)
+  MFU         FLOPs/token x tokens/s / the measured peak of the run's precision
+
+`--budget S` stops a run that is still training S seconds after it started; the table then ends
+at the last evaluation within the budget. The machine line gives the CPU, the threads torch used,
+and how many cores other processes took on average while each run trained (these machines are
+shared, so compare figures taken together).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
+
+from grove.config import load_recipe
+from grove.engine.build import build_model
+from grove.engine.loop import train
+from grove.engine.precision import pick_device, resolve_speed
+from grove.rundir import RunDir
+
+RECIPES = ("shakespeare-char-gpt", "shakespeare-char-lstm")
+TARGET = 1.88  # nanoGPT's published val loss for the 4-layer, 4-head, 128-dim, context-64 model
+
+
+class BudgetReached(Exception):
+    pass
+
+
+class StepClock:
+    """perf_counter() after every optimiser step; raises BudgetReached once the budget is spent."""
+
+    def __init__(self, budget: float | None):
+        self.budget = budget
+        self.start = time.perf_counter()
+        self.times: list[float] = []
+
+    def _stamp(self, *_) -> None:
+        now = time.perf_counter()
+        self.times.append(now - self.start)
+        if self.budget is not None and now - self.start > self.budget:
+            raise BudgetReached
+
+    def __enter__(self):
+        self.handle = register_optimizer_step_post_hook(self._stamp)
+        return self
+
+    def __exit__(self, *exc):
+        self.handle.remove()
+
+    def median_step_seconds(self, skip: int = 10) -> float:
+        gaps = [b - a for a, b in zip(self.times[skip:], self.times[skip + 1 :])]
+        return statistics.median(gaps)
+
+
+def cpu_busy_seconds() -> float:
+    """CPU seconds all processes on the machine have used so far (from /proc/stat; NaN elsewhere)."""
+    try:
+        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    except (OSError, ValueError):
+        return float("nan")
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_matmul_flops(dtype: torch.dtype, n: int = 2048, seconds: float = 3.0) -> float:
+    """Best FLOP/s of n x n @ n x n matmuls over `seconds` (timed in batches of 4 products)."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    for _ in range(2):
+        a @ b
+    best, end = 0.0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        best = max(best, 4 * 2 * n**3 / (time.perf_counter() - t))
+    return best
+
+
+def flops_per_token(model) -> tuple[int, str]:
+    if hasattr(model, "flops_per_token"):
+        return model.flops_per_token(), "model.flops_per_token()"
+    embedding = sum(m.weight.numel() for m in model.modules() if isinstance(m, torch.nn.Embedding))
+    non_embedding = sum(p.numel() for p in model.parameters()) - embedding
+    return 6 * non_embedding, "6 x non-embedding params"
+
+
+def tokens_per_step(config: dict, data_meta: dict) -> int:
+    if data_meta["layout"] == "stream":
+        return data_meta["rows"] * data_meta["bptt"]  # one batch is rows streams x bptt steps
+    return config["data"]["batch_size"] * data_meta["block_size"]
+
+
+def run_recipe(name: str, overrides: list[str], budget: float | None, run_dir: Path) -> dict:
+    recipe, recipe_name = load_recipe(name, [*overrides, f"run.dir={run_dir}"])
+    busy0, own0 = cpu_busy_seconds(), time.process_time()
+    stopped = False
+    with StepClock(budget) as clock:
+        try:
+            train(recipe, recipe_name)
+        except BudgetReached:
+            stopped = True
+    wall = time.perf_counter() - clock.start
+    others = (cpu_busy_seconds() - busy0 - (time.process_time() - own0)) / wall
+    run = RunDir(max((run_dir / recipe_name).iterdir()))  # the newest run of this recipe
+    meta, config = run.read_json("meta.json"), run.read_config()
+    model = build_model(meta["model"]["name"], meta["model"]["options"])
+    flops, flops_rule = flops_per_token(model)
+    vals = [(clock.times[r["step"] - 1], r["step"], r["loss"]) for r in run.read_metrics() if r["split"] == "val"]
+    tokens = tokens_per_step(config, meta["data"])
+    return {
+        "name": name,
+        "run": run.path,
+        "vals": vals,
+        "steps": len(clock.times),
+        "wall": wall,
+        "stopped": stopped,
+        "tokens_per_s": tokens / clock.median_step_seconds(),
+        "tokens_per_step": tokens,
+        "flops": flops,
+        "flops_rule": flops_rule,
+        "precision": resolve_speed(recipe.train, pick_device(recipe.train.device), False).precision,
+        "params": sum(p.numel() for p in model.parameters()),
+        "others": others,
+    }
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    p.add_argument("--recipes", nargs="+", default=list(RECIPES))
+    p.add_argument("--budget", type=float, default=300.0, help="wall seconds per run (0: no limit)")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
+    p.add_argument("--run-dir", type=Path, help="where the runs go (default: a new temporary folder)")
+    p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="overrides applied to every recipe")
+    args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="grove-lm-bench-"))
+
+    peaks = {"fp32": peak_matmul_flops(torch.float32), "bf16": peak_matmul_flops(torch.bfloat16)}
+    results = [run_recipe(name, args.overrides, args.budget or None, run_dir) for name in args.recipes]
+    after = {"fp32": peak_matmul_flops(torch.float32), "bf16": peak_matmul_flops(torch.bfloat16)}
+    peaks = {k: max(v, after[k]) for k, v in peaks.items()}
+
+    print(f"machine: {cpu_name()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
+          f"{torch.get_num_threads()} threads")
+    print(f"measured peak matmul (2048^3): fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s")
+    for r in results:
+        print()
+        print(f"{r['name']}  ({r['params']:,} params, {r['precision']}, {r['tokens_per_step']} tokens/step; "
+              f"other processes took {r['others']:.1f} cores on average)")
+        print(f"  {'wall s':>7}  {'step':>5}  {'val loss':>8}")
+        for wall, step, loss in r["vals"]:
+            print(f"  {wall:7.1f}  {step:5d}  {loss:8.4f}")
+        reached = next(((w, s) for w, s, loss in r["vals"] if loss <= TARGET), None)
+        end = "stopped at the budget" if r["stopped"] else "finished"
+        print(f"  {end} after {r['steps']} steps, {r['wall']:.1f} s wall"
+              + (f"; val loss <= {TARGET} first at step {reached[1]} ({reached[0]:.1f} s)" if reached else
+                 f"; val loss never <= {TARGET}"))
+        achieved = r["flops"] * r["tokens_per_s"]
+        print(f"  tokens/s {r['tokens_per_s']:,.0f} | FLOPs/token {r['flops'] / 1e6:.2f}M ({r['flops_rule']}) | "
+              f"{achieved / 1e9:.1f} GFLOP/s | MFU {achieved / peaks[r['precision']]:.1%} of the {r['precision']} peak")
+        print(f"  run: {r['run']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
