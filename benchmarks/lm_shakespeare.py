@@ -3,6 +3,7 @@
     python benchmarks/lm_shakespeare.py                      # both recipes, 300 s budget each (~6 min)
     python benchmarks/lm_shakespeare.py --budget 120         # stop each run after 120 s of wall time
     python benchmarks/lm_shakespeare.py --recipes shakespeare-char-gpt --threads 1
+    python benchmarks/lm_shakespeare.py --ablation           # ms per training step: precision, attention, AdamW
 
 Each recipe (`shakespeare-char-gpt`, `shakespeare-char-lstm` by default) trains exactly as
 `grove train RECIPE` does, through grove's Python API (`grove.engine.loop.train`), offline from
@@ -20,6 +21,13 @@ prints, per recipe, every validation point as (wall seconds, step, val loss):
   peak        FLOP/s of a large square matmul loop, fp32 and bf16, measured in this process at
               the same thread count, before the runs and after them (the larger is kept)
   MFU         FLOPs/token x tokens/s / the measured peak of the run's precision
+
+`--ablation` instead times one training step of each recipe's model (batch 32 x 64 tokens, random
+tokens, cross-entropy, backward, clipping, AdamW) under the settings the recipes choose between:
+fp32 against bf16 autocast; for the GPT also attention computed in bf16 (plain SDPA under
+autocast, grove before this benchmark) against fp32 attention (grove's `attend` on CPU), and
+torch's for-loop AdamW against the fused one grove builds. Settings are interleaved round by
+round; figures are medians.
 
 `--budget S` stops a run that is still training S seconds after it started; the table then ends
 at the last evaluation within the budget. The machine line gives the CPU, the threads torch used,
@@ -153,6 +161,70 @@ def run_recipe(name: str, overrides: list[str], budget: float | None, run_dir: P
     }
 
 
+def ablation(rounds: int = 5, steps: int = 10) -> None:
+    """Median ms per training step of each recipe's model under the settings the recipes choose between."""
+    import contextlib
+
+    import torch.nn.functional as F
+
+    import grove.models.layers.attention as attention
+    from grove.registry import create_model
+
+    grove_attend = attention.attend
+
+    def bf16_attend(q, k, v, mask, dropout_p, is_causal):  # SDPA as autocast leaves it: bf16 on CPU
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
+
+    gpt = dict(vocab_size=65, n_layer=4, n_head=4, n_embd=128, block_size=64)
+    lstm = dict(vocab_size=65, n_embd=128, n_hidden=256, n_layers=2)
+    # label -> (model, options, precision, attention, fused AdamW)
+    settings = {
+        "gpt fp32": ("gpt", gpt, "fp32", grove_attend, True),
+        "gpt bf16, bf16 attention": ("gpt", gpt, "bf16", bf16_attend, True),
+        "gpt bf16, fp32 attention": ("gpt", gpt, "bf16", grove_attend, True),
+        "gpt bf16, fp32 attention, for-loop AdamW": ("gpt", gpt, "bf16", grove_attend, False),
+        "lstm fp32": ("lstm_lm", lstm, "fp32", grove_attend, True),
+        "lstm bf16": ("lstm_lm", lstm, "bf16", grove_attend, True),
+    }
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randint(0, 65, (32, 64), generator=g), torch.randint(0, 65, (32, 64), generator=g)
+
+    def setup(name, options, fused):
+        torch.manual_seed(0)
+        model = create_model(name, **options)
+        return model, torch.optim.AdamW(model.parameters(), lr=1e-4, fused=fused)
+
+    def time_steps(model, optimizer, precision, attend) -> float:
+        attention.attend = attend
+        cast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else contextlib.nullcontext()
+        start = time.perf_counter()
+        for _ in range(steps):
+            with cast:
+                logits = model(x)
+            F.cross_entropy(logits.float().flatten(0, 1), y.flatten()).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+        attention.attend = grove_attend
+        return (time.perf_counter() - start) / steps
+
+    built = {label: setup(name, options, fused) for label, (name, options, _, _, fused) in settings.items()}
+    times: dict[str, list[float]] = {label: [] for label in settings}
+    busy0, own0, t0 = cpu_busy_seconds(), time.process_time(), time.perf_counter()
+    for r in range(rounds + 1):  # round 0 warms up
+        for label in list(settings)[:: 1 if r % 2 else -1]:
+            _, _, precision, attend, _ = settings[label]
+            seconds = time_steps(*built[label], precision, attend)
+            if r:
+                times[label].append(seconds)
+    others = (cpu_busy_seconds() - busy0 - (time.process_time() - own0)) / (time.perf_counter() - t0)
+    print(f"ms per training step, batch 32 x 64 tokens, median of {rounds} rounds of {steps} steps "
+          f"(other processes took {others:.1f} cores on average)")
+    for label, values in times.items():
+        ms = statistics.median(values) * 1e3
+        print(f"  {label:<42} {ms:7.1f} ms   {32 * 64 / ms * 1e3:8,.0f} tokens/s")
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -169,10 +241,16 @@ def main() -> int:
     p.add_argument("--budget", type=float, default=300.0, help="wall seconds per run (0: no limit)")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     p.add_argument("--run-dir", type=Path, help="where the runs go (default: a new temporary folder)")
+    p.add_argument("--ablation", action="store_true", help="time one training step per setting instead of training")
     p.add_argument("overrides", nargs="*", metavar="key.sub=value", help="overrides applied to every recipe")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.ablation:
+        print(f"machine: {cpu_name()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
+              f"{torch.get_num_threads()} threads")
+        ablation()
+        return 0
     run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="grove-lm-bench-"))
 
     peaks = {"fp32": peak_matmul_flops(torch.float32), "bf16": peak_matmul_flops(torch.bfloat16)}

@@ -1,7 +1,7 @@
 """Training-loop overhead: grove's loop against a plain PyTorch loop, then grove's speed settings.
 
-    python benchmarks/train_overhead.py            # seed_cnn, a tiny 8x8 CNN and resnet18 (~7 min on 2 cores)
-    python benchmarks/train_overhead.py --quick    # seed_cnn only, fewer steps and repeats (~2 min)
+    python benchmarks/train_overhead.py            # seed_cnn, a tiny 8x8 CNN and resnet18 (~5 min on 2 idle cores)
+    python benchmarks/train_overhead.py --quick    # seed_cnn only, fewer steps (~1.5 min)
 
 Every workload trains the same model (same registry builder, same init seed) on the same in-memory
 data (random uint8 images, random labels, registered below as the data set `bench_images`) with
@@ -10,31 +10,37 @@ data (random uint8 images, random labels, registered below as the data set `benc
          batches gathered by indexing the in-memory tensors, the same uint8 -> float normalisation
          ((x / 255 - mean) / std), F.cross_entropy, zero_grad / backward / SGD(momentum=0.9).step();
   grove  grove.engine.loop.train() on a recipe with the same settings (fp32, no channels_last, no
-         compile, constant lr, weight decay 0, log_every 50); it also draws its batch order with
-         the same seeded permutation, so both loops compute the same losses (checked and printed).
+         compile, constant lr, weight decay 0, log_every 50). grove draws its batch order from the
+         same seeded permutation, so both loops compute the same losses (checked and printed).
 
-Both are timed the same way: a global optimizer step post-hook (torch.optim) stamps the time of
-every optimiser step; samples/s is batch * N / (time of step W+N - time of step W), after W
-warm-up steps, so grove's setup, end-of-epoch evaluation, checkpoint and plots fall outside the
-window while everything its loop does per step (transform, metrics, progress bar, logging every
-log_every steps) falls inside it. Runs are interleaved (plain, grove, ..., then reversed in the
-next round) and the figures are medians over rounds; ratios are medians of the per-round ratios.
+How it is timed, fairly on a noisy machine: every run (plain or grove, each setting) is a thread,
+and the runs take turns in lockstep. A global optimizer step post-hook (torch.optim) counts the
+optimiser steps of the running thread; after W warm-up steps it pauses the run every K steps and
+hands over to the next run, so the runs' timed chunks of K steps alternate within a fraction of a
+second of each other, and a burst of load from other processes hits neighbouring chunks alike.
+A chunk's time runs from the hook that resumed it to the hook that paused it, so it holds K whole
+iterations of a loop: everything grove does per step (transform, metrics, progress bar, logging
+every log_every steps) is inside; grove's setup, end-of-epoch evaluation, checkpoint and plots are
+outside. The order of the runs rotates every round; samples/s is the median over rounds, and
+ratios are medians of the per-round ratios. A matmul run in the same lockstep measures the peak
+FLOP/s that the MFU column divides by, under the same conditions.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import gc
 import json
 import os
 import platform
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -91,12 +97,28 @@ class Setting:
     compile: bool = False
 
     @property
+    def name(self) -> str:
+        return "+".join([self.precision] + ["channels_last"] * self.channels_last + ["compile"] * self.compile)
+
+    @property
     def label(self) -> str:
-        parts = [self.precision] + (["channels_last"] if self.channels_last else []) + (["compile"] if self.compile else [])
-        return f"{self.loop} {'+'.join(parts)}"
+        return f"{self.loop} {self.name}"
+
+    @property
+    def auto(self) -> bool:
+        """What precision/channels_last/compile=auto resolve to on a CPU with native bf16."""
+        return self.precision == "bf16" and self.channels_last and not self.compile
 
 
 PLAIN, GROVE = Setting("plain"), Setting("grove")
+SPEED = [
+    Setting("grove", "bf16"),
+    Setting("grove", "fp32", True),
+    Setting("grove", "bf16", True),
+    Setting("plain", "bf16", True),  # grove's overhead at the recommended settings too
+    Setting("grove", "fp32", False, True),
+    Setting("grove", "bf16", True, True),
+]
 
 
 @dataclass
@@ -106,20 +128,20 @@ class Workload:
     size: int
     channels: int
     batch: int
-    warmup: int
-    steps: int
-    rounds: int
+    warmup: int  # untimed steps first (compiling happens here)
+    chunk: int  # timed steps per turn
+    clean_rounds: int  # wanted rounds with no other load on the machine
+    max_rounds: int
+    time_limit_s: float  # for the timed rounds
     settings: list[Setting]
     model_options: dict = field(default_factory=dict)
-
-    @property
-    def n_train(self) -> int:
-        # One epoch holds warm-up and window, so no evaluation or checkpoint falls inside the window.
-        return (self.warmup + self.steps + 1) * self.batch
+    matmuls: int = 2  # per turn of the peak-matmul runs
 
     @property
     def data_options(self) -> dict:
-        return {"size": self.size, "channels": self.channels, "n_train": self.n_train, "n_val": 256, "seed": SEED}
+        # One epoch holds all the steps, so no evaluation or checkpoint comes between them.
+        n_train = (self.warmup + self.chunk * (self.max_rounds + 1) + 1) * self.batch
+        return {"size": self.size, "channels": self.channels, "n_train": n_train, "n_val": 256, "seed": SEED}
 
     def model_kwargs(self) -> dict:
         return {"num_classes": 10, "in_channels": self.channels, "image_size": self.size, **self.model_options}
@@ -131,31 +153,23 @@ class Workload:
 
 
 def workloads(quick: bool) -> list[Workload]:
-    speed = [
-        Setting("grove", "bf16"),
-        Setting("grove", "fp32", True),
-        Setting("grove", "bf16", True),
-        Setting("plain", "bf16", True),
-        Setting("grove", "fp32", False, True),
-        Setting("grove", "bf16", True, True),
-    ]
     if quick:
-        return [Workload("seed_cnn", "seed_cnn", 32, 3, 128, 8, 50, 3, [PLAIN, GROVE, *speed])]
+        return [Workload("seed_cnn", "seed_cnn", 32, 3, 128, 8, 10, 5, 30, 60, [PLAIN, GROVE, *SPEED])]
     return [
         # The survey's CNN on CIFAR-shaped images: per-step compute dominates (tens of ms a step).
-        Workload("seed_cnn", "seed_cnn", 32, 3, 128, 10, 100, 5, [PLAIN, GROVE, *speed]),
-        # The digits-cnn recipe's shape (8x8x1, batch 32): about a millisecond a step, so any
-        # fixed per-step cost of the loop shows at full size.
-        Workload("tiny", "seed_cnn", 8, 1, 32, 20, 400, 5,
-                 [PLAIN, GROVE, Setting("grove", "bf16", True), Setting("plain", "bf16", True)]),
+        Workload("seed_cnn", "seed_cnn", 32, 3, 128, 10, 10, 12, 40, 180, [PLAIN, GROVE, *SPEED]),
+        # The digits-cnn recipe's shape (8x8x1, batch 32): about a millisecond a step, so any fixed
+        # per-step cost of a loop shows at full size.
+        Workload("tiny", "seed_cnn", 8, 1, 32, 30, 50, 20, 120, 60,
+                 [PLAIN, GROVE, Setting("grove", "bf16", True), Setting("plain", "bf16", True)], matmuls=1),
         # A heavier model at a small batch; compile is left out (minutes of compiling on 2 cores).
-        Workload("resnet18", "resnet18", 32, 3, 32, 3, 16, 3,
+        Workload("resnet18", "resnet18", 32, 3, 32, 3, 2, 8, 40, 150,
                  [PLAIN, GROVE, Setting("grove", "bf16"), Setting("grove", "fp32", True), Setting("grove", "bf16", True)],
                  {"stem": "cifar"}),
     ]
 
 
-# -- timing ---------------------------------------------------------------------------------------
+# -- lockstep runs ----------------------------------------------------------------------------------
 
 
 def cpu_busy_seconds() -> float:
@@ -168,85 +182,135 @@ def cpu_busy_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
-class StepClock:
-    """perf_counter() after every optimiser step of any optimizer, while active.
+_RUNNERS: dict[int, "Runner"] = {}  # thread id -> its run, for the optimizer hook
 
-    At the two steps that bound the timed window it also reads the machine's and this process's
-    CPU time, so a run can say how many cores other processes took while it was being timed.
+
+def _on_optimizer_step(*_) -> None:
+    runner = _RUNNERS.get(threading.get_ident())
+    if runner is not None:
+        runner.tick()
+
+
+class StopRun(Exception):
+    """Raised in a paused run's own thread to end it once enough rounds are timed."""
+
+
+class Runner(threading.Thread):
+    """One training run in its own thread, paused every `chunk` steps after `warmup` steps.
+
+    tick() is called after every optimiser step of this thread (or after every unit of work of a
+    body that is not a training loop). The first turn runs setup and warm-up; each later turn runs
+    one timed chunk; after the last one the run is ended by raising StopRun from tick().
     """
 
-    def __init__(self, warmup: int, steps: int):
-        self.warmup, self.steps = warmup, steps
-        self.times: list[float] = []
-        self.marks: list[tuple[float, float, float]] = []
+    def __init__(self, name: str, body: Callable[[], object], warmup: int, chunk: int):
+        super().__init__(name=name, daemon=True)
+        self.body, self.warmup, self.chunk = body, warmup, chunk
+        self._go, self._paused = threading.Semaphore(0), threading.Semaphore(0)
+        self.ticks = 0
+        self.chunk_seconds: list[float] = []  # one per round
+        self.first_tick_s = float("nan")  # setup (+ compiling) until the first step ended
+        self.stop = False
+        self.result, self.error = None, None
 
-    def _stamp(self, *_) -> None:
+    def run(self) -> None:
+        _RUNNERS[threading.get_ident()] = self
+        self._go.acquire()
+        self._began = time.perf_counter()
+        try:
+            self.result = self.body()
+            self.error = RuntimeError(f"{self.name} ended by itself after {self.ticks} steps")
+        except StopRun:
+            pass
+        except BaseException as e:  # handed to the main thread
+            self.error = e
+        finally:
+            _RUNNERS.pop(threading.get_ident(), None)
+            self._paused.release()
+
+    def tick(self) -> None:
+        self.ticks += 1
         now = time.perf_counter()
-        self.times.append(now)
-        if len(self.times) in (self.warmup, self.warmup + self.steps):
-            self.marks.append((now, cpu_busy_seconds(), time.process_time()))
+        if self.ticks == 1:
+            self.first_tick_s = now - self._began
+        timed = self.ticks - self.warmup
+        if timed < 0 or timed % self.chunk:
+            return
+        if timed:  # the end of a timed chunk
+            self.chunk_seconds.append(now - self._resumed)
+        self._paused.release()
+        self._go.acquire()
+        if self.stop:
+            raise StopRun
+        self._resumed = time.perf_counter()
 
-    def __enter__(self):
-        self.handle = register_optimizer_step_post_hook(self._stamp)
-        return self
-
-    def __exit__(self, *exc):
-        self.handle.remove()
-
-    def samples_per_s(self, batch: int) -> float:
-        t, w, n = self.times, self.warmup, self.steps
-        if len(t) < w + n:
-            raise RuntimeError(f"only {len(t)} optimiser steps were taken, expected {w + n}")
-        return batch * n / (t[w + n - 1] - t[w - 1])
-
-    def cores_elsewhere(self) -> float:
-        """Average number of cores busy outside this process during the timed window."""
-        (t0, busy0, own0), (t1, busy1, own1) = self.marks
-        return max(0.0, ((busy1 - busy0) - (own1 - own0)) / (t1 - t0))
+    def turn(self) -> None:
+        """Let the run go until it pauses or ends (called from the main thread)."""
+        self._go.release()
+        self._paused.acquire()
+        if self.error is not None:
+            raise RuntimeError(f"run '{self.name}' failed: {self.error!r}") from self.error
 
 
-def wait_for_quiet(max_wait: float, threshold: float = 0.15) -> float:
-    """Sleep until the machine is idle (under `threshold` cores busy) or `max_wait` seconds pass."""
-    end = time.perf_counter() + max_wait
-    while True:
-        t, busy, own = time.perf_counter(), cpu_busy_seconds(), time.process_time()
-        time.sleep(0.5)
-        load = ((cpu_busy_seconds() - busy) - (time.process_time() - own)) / (time.perf_counter() - t)
-        if load < threshold or time.perf_counter() > end:
-            return load
+def lockstep(runners: list[Runner], w: "Workload", noise: float, progress) -> list[float]:
+    """Warm every run up, then time rounds (one chunk of every run, order rotating) until
+    w.clean_rounds rounds were undisturbed, w.max_rounds were run or w.time_limit_s passed.
+    Returns, per round, the cores that other processes kept busy during it."""
+    handle = register_optimizer_step_post_hook(_on_optimizer_step)
+    elsewhere: list[float] = []
+    try:
+        for r in runners:
+            r.start()
+        for r in runners:  # setup and warm-up, one run at a time
+            r.turn()
+            progress(f"  {r.name:<34} first step {r.first_tick_s:5.1f}s after its start")
+        began = time.perf_counter()
+        while True:
+            k = len(elsewhere) % len(runners)
+            t, busy, own = time.perf_counter(), cpu_busy_seconds(), time.process_time()
+            for r in runners[k:] + runners[:k]:
+                r.turn()
+            seconds = time.perf_counter() - t
+            elsewhere.append(max(0.0, (cpu_busy_seconds() - busy - (time.process_time() - own)) / seconds))
+            clean = sum(e <= noise for e in elsewhere)
+            if len(elsewhere) % 10 == 0:
+                progress(f"  {len(elsewhere)} rounds, {clean} undisturbed")
+            if clean >= w.clean_rounds or len(elsewhere) >= w.max_rounds or time.perf_counter() - began > w.time_limit_s:
+                break
+        for r in runners:
+            r.stop = True
+            r.turn()
+            r.join()
+    finally:
+        handle.remove()
+    return elsewhere
 
 
-@dataclass
-class Result:
-    samples_per_s: float
-    first_step_s: float  # from the call to the first optimiser step: setup (+ compiling)
-    window_losses: list[tuple[int, float]]  # (step, mean train loss over the log window ending there)
-    cores_elsewhere: float  # other processes' CPU use during the timed window
-    logged_samples_per_s: float | None = None  # grove's own metrics.jsonl figure, steady windows
+# -- the two loops ---------------------------------------------------------------------------------
 
 
-def run_plain(w: Workload, s: Setting) -> Result:
+def plain_body(w: Workload, s: Setting, losses: list) -> Callable[[], None]:
     """The survey's listing loop, corrected; tensors already in memory."""
-    torch.use_deterministic_algorithms(False)  # torch's default (a grove run before leaves it on)
-    start = time.perf_counter()
-    bundle = bench_images(**w.data_options)
-    images, labels = bundle.train.inputs, bundle.train.targets
-    torch.manual_seed(SEED)
-    model = create_model(w.model, **w.model_kwargs())
-    if s.channels_last:
-        model = model.to(memory_format=torch.channels_last)
-    model.train()
-    optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
-    criterion = F.cross_entropy
-    mean = torch.full((1, w.channels, 1, 1), MEAN)
-    std = torch.full((1, w.channels, 1, 1), STD)
-    scale, shift = 1 / (255 * std), -mean / std  # (x / 255 - mean) / std = x * scale + shift
-    autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if s.precision == "bf16" else contextlib.nullcontext
-    total, losses = w.warmup + w.steps, []
-    steps_per_epoch = len(labels) // w.batch
-    with StepClock(w.warmup, w.steps) as clock:
+
+    def body() -> None:
+        bundle = bench_images(**w.data_options)
+        images, labels = bundle.train.inputs, bundle.train.targets
+        torch.manual_seed(SEED)
+        model = create_model(w.model, **w.model_kwargs())
+        if s.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if s.compile:
+            model = torch.compile(model)
+        model.train()
+        optimizer = torch.optim.SGD(model.parameters(), lr=LR, momentum=0.9)
+        criterion = F.cross_entropy
+        mean = torch.full((1, w.channels, 1, 1), MEAN)
+        std = torch.full((1, w.channels, 1, 1), STD)
+        scale, shift = 1 / (255 * std), -mean / std  # (x / 255 - mean) / std = x * scale + shift
+        autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if s.precision == "bf16" else contextlib.nullcontext
+        steps_per_epoch = len(labels) // w.batch
         epoch = 0
-        while len(losses) < total:
+        while True:  # until the benchmark stops the run
             order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(SEED * 100_003 + epoch))
             for i in range(steps_per_epoch):
                 index = order[i * w.batch : (i + 1) * w.batch]
@@ -260,17 +324,12 @@ def run_plain(w: Workload, s: Setting) -> Result:
                 loss.backward()
                 optimizer.step()
                 losses.append(loss.detach())
-                if len(losses) == total:
-                    break
             epoch += 1
-    windows = [
-        (end, float(torch.stack(losses[end - LOG_EVERY : end]).double().mean()))
-        for end in range(LOG_EVERY, total + 1, LOG_EVERY)
-    ]
-    return Result(clock.samples_per_s(w.batch), clock.times[0] - start, windows, clock.cores_elsewhere())
+
+    return body
 
 
-def run_grove(w: Workload, s: Setting, run_dir: str) -> Result:
+def grove_body(w: Workload, s: Setting, run_dir: str) -> Callable[[], dict]:
     """grove.engine.loop.train() on a recipe with the same model, data and settings."""
     recipe = validate({
         "model": {"name": w.model, **w.model_options},
@@ -278,8 +337,7 @@ def run_grove(w: Workload, s: Setting, run_dir: str) -> Result:
         "optim": {"name": "sgd", "lr": LR, "momentum": 0.9, "weight_decay": 0.0},
         "schedule": {"name": "constant"},
         "train": {
-            "epochs": 1,
-            "max_steps": w.warmup + w.steps,
+            "epochs": 1,  # the benchmark stops the run within it
             "precision": s.precision,
             "channels_last": s.channels_last,
             "compile": s.compile,
@@ -287,27 +345,30 @@ def run_grove(w: Workload, s: Setting, run_dir: str) -> Result:
             "seed": SEED,
             "device": "cpu",
         },
-        "run": {"dir": run_dir, "name": f"{w.name}-{s.label.replace(' ', '-').replace('+', '-')}"},
+        "run": {"dir": run_dir, "name": f"{w.name}-{s.loop}-{s.name.replace('+', '-')}"},
     })
-    start = time.perf_counter()
-    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
-        with StepClock(w.warmup, w.steps) as clock:
-            summary = train(recipe, "bench")
-    records = [json.loads(line) for line in (Path(summary["run"]) / "metrics.jsonl").read_text().splitlines()]
-    train_records = [r for r in records if r["split"] == "train"]
-    windows = [(r["step"], r["loss"]) for r in train_records if r["step"] % LOG_EVERY == 0]
-    # grove's own figure, from log windows that lie wholly after the warm-up
-    logged = [r["samples_per_s"] for r in train_records if r["step"] % LOG_EVERY == 0 and r["step"] - LOG_EVERY >= w.warmup]
-    return Result(
-        clock.samples_per_s(w.batch),
-        clock.times[0] - start,
-        windows,
-        clock.cores_elsewhere(),
-        statistics.median(logged) if logged else None,
-    )
+    return lambda: train(recipe, "bench")
 
 
-# -- FLOPs and the machine -------------------------------------------------------------------------
+def matmul_body(dtype: torch.dtype, reps: int) -> Callable[[], None]:
+    """The peak: 2048^3 matmuls, `reps` per tick, in the same lockstep as the training runs."""
+    n = 2048
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+
+    def body() -> None:
+        runner = _RUNNERS[threading.get_ident()]
+        while True:  # until the benchmark stops the run
+            for _ in range(reps):
+                a @ b
+            runner.tick()
+
+    return body
+
+
+MATMUL_FLOPS = 2 * 2048**3
+
+
+# -- the machine and FLOPs ---------------------------------------------------------------------------
 
 
 def machine_line() -> str:
@@ -328,20 +389,6 @@ def machine_line() -> str:
     )
 
 
-def peak_matmul_flops(dtype: torch.dtype, seconds: float = 1.0) -> float:
-    """Measured peak: best FLOP/s of a 2048^3 matmul on this machine."""
-    n = 2048
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    for _ in range(2):
-        a @ b
-    best, end = 0.0, time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        t = time.perf_counter()
-        a @ b
-        best = max(best, 2 * n**3 / (time.perf_counter() - t))
-    return best
-
-
 def train_flops_per_sample(w: Workload) -> float:
     """Forward + backward FLOPs of one training sample (convolutions and matmuls, as MFU counts them)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -353,136 +400,166 @@ def train_flops_per_sample(w: Workload) -> float:
     return counter.get_total_flops() / 8
 
 
-# -- main ------------------------------------------------------------------------------------------
+# -- one workload ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Measured:
+    setting: Setting
+    samples_per_s: list[float]  # per round used
+    first_step_s: float
+    window_losses: list[tuple[int, float]]  # (step, mean train loss over the log window ending there)
+    logged_samples_per_s: float | None = None  # grove's own metrics.jsonl figure (steady windows)
+
+
+@dataclass
+class WorkloadResult:
+    workload: Workload
+    measured: list[Measured]
+    peak: dict[str, list[float]]  # matmul FLOP/s per precision, per round used
+    flops_per_sample: float
+    rounds: int  # timed rounds run
+    used: int  # rounds the figures come from
+    disturbed: bool  # too few undisturbed rounds: figures from all rounds
+    elsewhere: float  # median cores busy in other processes over the rounds used
+
+
+def run_workload(w: Workload, run_dir: str, noise: float, progress) -> WorkloadResult:
+    runners, plain_losses = {}, {}
+    for s in w.settings:
+        if s.loop == "plain":
+            plain_losses[s] = []
+            body = plain_body(w, s, plain_losses[s])
+        else:
+            body = grove_body(w, s, run_dir)
+        runners[s] = Runner(s.label, body, w.warmup, w.chunk)
+    # The peak matmul FLOP/s, in the same lockstep as the training runs.
+    peaks = {p: Runner(f"peak matmul {p}", matmul_body(getattr(torch, dtype), w.matmuls), 1, 1)
+             for p, dtype in (("fp32", "float32"), ("bf16", "bfloat16"))}
+    with open(os.devnull, "w") as sink, contextlib.redirect_stdout(sink), contextlib.redirect_stderr(sink):
+        elsewhere = lockstep([*runners.values(), *peaks.values()], w, noise, progress)
+    clean = [i for i, e in enumerate(elsewhere) if e <= noise]
+    disturbed = len(clean) < min(3, w.clean_rounds)
+    use = list(range(len(elsewhere))) if disturbed else clean
+    measured = []
+    for s, r in runners.items():
+        m = Measured(s, [w.chunk * w.batch / r.chunk_seconds[i] for i in use], r.first_tick_s, [])
+        if s.loop == "plain":
+            losses = plain_losses[s]
+            m.window_losses = [
+                (end, float(torch.stack(losses[end - LOG_EVERY : end]).double().mean()))
+                for end in range(LOG_EVERY, len(losses) + 1, LOG_EVERY)
+            ]
+        else:
+            files = Path(run_dir).glob(f"{w.name}-{s.loop}-{s.name.replace('+', '-')}/*/metrics.jsonl")
+            records = [json.loads(line) for file in files for line in file.read_text().splitlines()]
+            logs = [x for x in records if x["split"] == "train" and x["step"] % LOG_EVERY == 0]
+            m.window_losses = [(x["step"], x["loss"]) for x in logs]
+            steady = [x["samples_per_s"] for x in logs if x["step"] - LOG_EVERY >= w.warmup]
+            m.logged_samples_per_s = statistics.median(steady) if steady else None
+        measured.append(m)
+    peak = {p: [w.matmuls * MATMUL_FLOPS / r.chunk_seconds[i] for i in use] for p, r in peaks.items()}
+    return WorkloadResult(w, measured, peak, train_flops_per_sample(w), len(elsewhere), len(use), disturbed,
+                          median([elsewhere[i] for i in use]))
+
+
+# -- report ------------------------------------------------------------------------------------------
 
 
 def median(xs: list[float]) -> float:
     return statistics.median(xs) if xs else float("nan")
 
 
+def check_same_losses(res: WorkloadResult, progress) -> None:
+    """grove and the plain loop at the same settings must compute the same training losses."""
+    by = {m.setting: m for m in res.measured}
+    for s, m in by.items():
+        twin = by.get(Setting("grove", s.precision, s.channels_last, s.compile))
+        if s.loop != "plain" or twin is None:
+            continue
+        grove = dict(twin.window_losses)
+        diffs = [abs(loss - grove[k]) for k, loss in m.window_losses if k in grove]
+        if diffs:
+            progress(f"  same losses, plain vs grove at {s.name}: max |difference| of {len(diffs)} "
+                     f"log-window means = {max(diffs):.1e}")
+
+
+def report(results: list[WorkloadResult], noise: float, progress) -> None:
+    progress(f"\nmachine: {machine_line()}")
+    progress("\nLoop overhead at identical settings (samples/s: median over rounds; grove/plain: median of "
+             "per-round ratios; extra: grove's extra time per step, from the medians)\n")
+    progress("| workload | settings | plain samples/s | grove samples/s | grove/plain | extra per step |")
+    progress("|---|---|---:|---:|---:|---:|")
+    for res in results:
+        w, by = res.workload, {m.setting: m for m in res.measured}
+        for s, m in by.items():
+            twin = by.get(Setting("grove", s.precision, s.channels_last, s.compile))
+            if s.loop != "plain" or twin is None:
+                continue
+            plain, grove = median(m.samples_per_s), median(twin.samples_per_s)
+            ratio = median([g / p for g, p in zip(twin.samples_per_s, m.samples_per_s)])
+            extra_us = (1 / grove - 1 / plain) * w.batch * 1e6
+            progress(f"| {w.title} | {s.name} | {plain:.0f} | {grove:.0f} | {ratio:.3f}x | {extra_us:+.0f} us |")
+    progress("\ngrove's speed settings (speedup: median of per-round ratios to grove fp32 on the same workload; "
+             "MFU: model FLOP/s over the peak matmul FLOP/s of the same precision, measured in the same rounds)\n")
+    progress("| workload | grove settings | samples/s | speedup | MFU |")
+    progress("|---|---|---:|---:|---:|")
+    for res in results:
+        w, by = res.workload, {m.setting: m for m in res.measured}
+        base = by[GROVE].samples_per_s
+        for s, m in by.items():
+            if s.loop != "grove":
+                continue
+            speedup = median([a / b for a, b in zip(m.samples_per_s, base)])
+            mfu = median([x * res.flops_per_sample / p for x, p in zip(m.samples_per_s, res.peak[s.precision])])
+            progress(f"| {w.title} | {s.name}{' (auto)' if s.auto else ''} | {median(m.samples_per_s):.0f} | "
+                     f"{speedup:.2f}x | {mfu:.1%} |")
+    progress("\n(auto) = what train.precision/channels_last/compile=auto resolve to on this CPU.")
+    for res in results:
+        which = "all rounds: too few were undisturbed" if res.disturbed else f"the undisturbed rounds (<= {noise} cores elsewhere)"
+        progress(f"{res.workload.name}: {res.used} of {res.rounds} rounds used ({which}); other processes kept "
+                 f"{res.elsewhere:.2f} cores busy in them (median); peak matmul fp32 {median(res.peak['fp32']) / 1e9:.0f}, "
+                 f"bf16 {median(res.peak['bf16']) / 1e9:.0f} GFLOP/s")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="seed_cnn only, fewer steps and rounds")
-    parser.add_argument("--rounds", type=int, help="interleaved rounds per workload (default 5, resnet18 3, quick 3)")
-    parser.add_argument("--only", help="comma-separated workload names to run (seed_cnn, tiny, resnet18)")
-    parser.add_argument("--noise", type=float, default=0.2,
-                        help="a run whose timed window saw other processes keep more cores than this busy is "
-                        "disturbed: it is repeated, and left out of the figures when its round has clean runs (default 0.2)")
-    parser.add_argument("--retries", type=int, default=3, help="repeats of a disturbed run; the least disturbed is kept")
-    parser.add_argument("--max-wait", type=float, default=60.0,
-                        help="seconds to wait for an idle machine before each run (default 60)")
+    parser.add_argument("--quick", action="store_true", help="seed_cnn only, fewer rounds")
+    parser.add_argument("--only", help="comma-separated workloads to run: seed_cnn, tiny, resnet18")
+    parser.add_argument("--rounds", type=int, help="undisturbed timed rounds wanted per workload")
+    parser.add_argument("--time-limit", type=float, help="seconds of timed rounds per workload at most")
+    parser.add_argument("--noise", type=float, default=0.1,
+                        help="a round during which other processes kept more cores than this busy is disturbed "
+                        "and left out when enough others are not (default 0.1)")
     args = parser.parse_args()
 
-    torch.manual_seed(SEED)
-    print(f"machine: {machine_line()}")
-    wait_for_quiet(args.max_wait)
-    peaks = {"fp32": peak_matmul_flops(torch.float32), "bf16": peak_matmul_flops(torch.bfloat16)}
-    print(f"peak matmul (2048^3, measured): fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s")
+    def progress(line: str) -> None:
+        print(line, file=sys.__stdout__, flush=True)
+
+    progress(f"machine: {machine_line()}")
     chosen = workloads(args.quick)
     if args.only:
         chosen = [w for w in chosen if w.name in args.only.split(",")]
-    tables = []
+    for w in chosen:
+        w.clean_rounds = args.rounds or w.clean_rounds
+        w.max_rounds = max(w.max_rounds, w.clean_rounds)
+        w.time_limit_s = args.time_limit or w.time_limit_s
+    results = []
     began = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="grove-bench-") as run_dir:
         for w in chosen:
-            rounds = args.rounds or w.rounds
-            flops = train_flops_per_sample(w)
-            print(f"\n== {w.title}: {w.warmup} warm-up + {w.steps} timed steps, {rounds} interleaved rounds, "
-                  f"{flops / 1e6:.1f} MFLOP/sample (fwd+bwd)")
-            results: dict[Setting, list[Result]] = {s: [] for s in w.settings}
-            for r in range(rounds):
-                order = w.settings if r % 2 == 0 else w.settings[::-1]
-                for s in order:
-                    res = measure(w, s, run_dir, args)
-                    results[s].append(res)
-                    logged = f"(its own log {res.logged_samples_per_s:.0f})" if res.logged_samples_per_s else ""
-                    print(f"  round {r + 1} {s.label:<32} {res.samples_per_s:8.0f} samples/s {logged:<20} "
-                          f"first step after {res.first_step_s:4.1f}s, {res.cores_elsewhere:.2f} cores busy elsewhere",
-                          flush=True)
-            tables.append((w, results, flops))
-            check_same_losses(w, results)
-    print(f"\ntotal time {time.perf_counter() - began:.0f}s")
-    print_tables(tables, peaks, args.noise)
+            progress(f"\n== {w.title}: {w.warmup} warm-up steps, then rounds of {w.chunk} timed steps per run "
+                     f"until {w.clean_rounds} undisturbed rounds ({w.max_rounds} rounds or {w.time_limit_s:.0f}s at most)")
+            res = run_workload(w, run_dir, args.noise, progress)
+            for m in res.measured:
+                logged = f"   (grove's own log: {m.logged_samples_per_s:.0f})" if m.logged_samples_per_s else ""
+                progress(f"  {m.setting.label:<34} {median(m.samples_per_s):8.0f} samples/s "
+                         f"(rounds {min(m.samples_per_s):.0f}-{max(m.samples_per_s):.0f}){logged}")
+            check_same_losses(res, progress)
+            results.append(res)
+    progress(f"\ntotal time {time.perf_counter() - began:.0f}s")
+    report(results, args.noise, progress)
     return 0
-
-
-def measure(w: Workload, s: Setting, run_dir: str, args) -> Result:
-    """One run, repeated (up to --retries times) while other processes disturbed its timed window."""
-    best = None
-    for _ in range(1 + args.retries):
-        wait_for_quiet(args.max_wait)
-        gc.collect()
-        res = run_plain(w, s) if s.loop == "plain" else run_grove(w, s, run_dir)
-        if best is None or res.cores_elsewhere < best.cores_elsewhere:
-            best = res
-        if res.cores_elsewhere <= args.noise:
-            break
-    return best
-
-
-def check_same_losses(w: Workload, results: dict) -> None:
-    """grove and the plain loop at the same settings must compute the same training losses."""
-    for s in w.settings:
-        twin = Setting("grove", s.precision, s.channels_last, s.compile)
-        if s.loop != "plain" or twin not in results:
-            continue
-        plain = dict(results[s][0].window_losses)
-        grove = dict(results[twin][0].window_losses)
-        diffs = [abs(plain[k] - grove[k]) for k in plain if k in grove]
-        if diffs:
-            print(f"  same losses, plain vs grove at {settings_name(s)}: "
-                  f"max |difference| of {len(diffs)} window means = {max(diffs):.2e}")
-
-
-def settings_name(s: Setting) -> str:
-    return s.label.split(" ", 1)[1]
-
-
-def paired(a: list[Result], b: list[Result], noise: float) -> tuple[list[float], list[float], list[float], bool]:
-    """samples/s of a and b and the per-round ratios a/b, from rounds where neither run was disturbed
-    (all rounds, flagged, when there are none)."""
-    rounds = [(x, y) for x, y in zip(a, b) if x.cores_elsewhere <= noise and y.cores_elsewhere <= noise]
-    disturbed = not rounds
-    rounds = rounds or list(zip(a, b))
-    xs, ys = [x.samples_per_s for x, _ in rounds], [y.samples_per_s for _, y in rounds]
-    return xs, ys, [x / y for x, y in rounds], disturbed
-
-
-def print_tables(tables, peaks, noise: float) -> None:
-    print(f"\nmachine: {machine_line()}")
-    print("\nLoop overhead at identical settings: median samples/s; grove/plain is the median of per-round "
-          "ratios; rounds = undisturbed rounds used")
-    print("\n| workload | settings | plain samples/s | grove samples/s | grove/plain | grove's extra time per step | rounds |")
-    print("|---|---|---:|---:|---:|---:|---:|")
-    flagged = False
-    for w, results, _ in tables:
-        for s in w.settings:
-            twin = Setting("grove", s.precision, s.channels_last, s.compile)
-            if s.loop != "plain" or twin not in results:
-                continue
-            grove, plain, ratios, disturbed = paired(results[twin], results[s], noise)
-            flagged |= disturbed
-            extra_us = (1 / median(grove) - 1 / median(plain)) * w.batch * 1e6
-            print(f"| {w.title} | {settings_name(s)} | {median(plain):.0f} | {median(grove):.0f} | "
-                  f"{median(ratios):.3f}x | {extra_us:+.0f} us | {len(ratios)}{'*' if disturbed else ''} |")
-    print("\ngrove's speed settings: speedup is the median of per-round ratios to grove fp32 on the same workload; "
-          "MFU against the measured peak matmul FLOP/s of the same precision")
-    print("\n| workload | grove settings | samples/s | range | speedup | MFU | rounds |")
-    print("|---|---|---:|---:|---:|---:|---:|")
-    for w, results, flops in tables:
-        for s in w.settings:
-            if s.loop != "grove":
-                continue
-            sps, _, ratios, disturbed = paired(results[s], results[GROVE], noise)
-            flagged |= disturbed
-            auto = " (auto)" if s.precision == "bf16" and s.channels_last and not s.compile else ""
-            print(f"| {w.title} | {settings_name(s)}{auto} | {median(sps):.0f} | {min(sps):.0f}-{max(sps):.0f} | "
-                  f"{median(ratios):.2f}x | {median(sps) * flops / peaks[s.precision]:.1%} | "
-                  f"{len(ratios)}{'*' if disturbed else ''} |")
-    print("\n(auto) = what precision/channels_last/compile=auto resolve to on this CPU.")
-    if flagged:
-        print(f"* every round of this row was disturbed (other processes kept > {noise} cores busy); "
-              "its figure is unreliable")
 
 
 if __name__ == "__main__":

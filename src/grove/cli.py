@@ -164,7 +164,9 @@ def cmd_generate(args) -> int:
     predictor = grove.load(args.run_dir, checkpoint=args.checkpoint)
     pieces = predictor.generate(args.prompt, args.max_new_tokens, temperature=args.temperature,
                                 top_k=args.top_k, top_p=args.top_p, seed=args.seed)
-    print(args.prompt, end="", flush=True)
+    # The first piece tokenizes the prompt and samples once, so a bad prompt or sampling option
+    # is reported before anything is printed.
+    print(args.prompt + next(pieces, ""), end="", flush=True)
     for piece in pieces:
         print(piece, end="", flush=True)
     print()

@@ -47,6 +47,6 @@ def test_greedy_generation_is_deterministic(gpt_run):
 
 def test_a_prompt_with_an_unknown_character_is_one_line(gpt_run):
     result = run_grove("generate", gpt_run, "--prompt", "Speak~", "--max-new-tokens", "5")
-    assert result.returncode == 2
+    assert result.returncode == 2 and result.stdout == ""  # not even the prompt
     assert result.stderr.startswith("error: ") and result.stderr.strip().count("\n") == 0, result.stderr
     assert "'~'" in result.stderr and "Traceback" not in result.stderr
