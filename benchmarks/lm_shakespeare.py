@@ -27,7 +27,7 @@ tokens, cross-entropy, backward, clipping, AdamW) under the settings the recipes
 fp32 against bf16 autocast; for the GPT also attention computed in bf16 (plain SDPA under
 autocast, grove before this benchmark) against fp32 attention (grove's `attend` on CPU), and
 torch's for-loop AdamW against the fused one grove builds. Settings are interleaved round by
-round; figures are medians.
+round; figures are medians. Then causal SDPA alone at a few shapes, bf16 against fp32.
 
 `--budget S` stops a run that is still training S seconds after it started; the table then ends
 at the last evaluation within the budget. The machine line gives the CPU, the threads torch used,
@@ -223,6 +223,22 @@ def ablation(rounds: int = 5, steps: int = 10) -> None:
     for label, values in times.items():
         ms = statistics.median(values) * 1e3
         print(f"  {label:<42} {ms:7.1f} ms   {32 * 64 / ms * 1e3:8,.0f} tokens/s")
+
+    # Causal SDPA alone, forward + backward, bf16 inputs: in bf16, or in fp32 as grove's attend does.
+    print("causal SDPA forward + backward, ms (B, heads, T, head_dim): bf16 | fp32 (grove on CPU) | ratio")
+    for shape in [(32, 4, 64, 32), (32, 4, 128, 64), (16, 8, 256, 64), (8, 8, 512, 64)]:
+        q, k, v = (torch.randn(shape, dtype=torch.bfloat16, generator=g).requires_grad_() for _ in range(3))
+        grad = torch.randn(shape, dtype=torch.bfloat16, generator=g)
+        ms = {}
+        for label, attend in (("bf16", bf16_attend), ("fp32", grove_attend)):
+            runs = []
+            for _ in range(rounds):
+                start = time.perf_counter()
+                for _ in range(3):
+                    attend(q, k, v, None, 0.0, True).backward(grad)
+                runs.append((time.perf_counter() - start) / 3 * 1e3)
+            ms[label] = statistics.median(runs)
+        print(f"  {str(shape):<18} {ms['bf16']:7.1f} | {ms['fp32']:7.1f} | {ms['bf16'] / ms['fp32']:4.1f}x")
 
 
 def cpu_name() -> str:

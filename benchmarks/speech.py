@@ -1,6 +1,6 @@
 """Speech recipes: accuracy (or CER/WER) against wall time, data generation included.
 
-    python benchmarks/speech.py                                  # the four speech recipes (~15 min on 2 cores)
+    python benchmarks/speech.py                                  # the four speech recipes (~14 min on 2 cores)
     python benchmarks/speech.py spoken-words-cnn                 # a subset, by recipe name
     python benchmarks/speech.py spoken-words-cnn train.epochs=3  # key=value overrides apply to every recipe
     python benchmarks/speech.py --step-times                     # also: ms per step, fp32 vs bf16, per recipe model
@@ -12,10 +12,15 @@ the espeak-ng audio, as on a new machine. The table is read back from each run's
 (test metrics, epochs, training seconds) and metrics.jsonl (samples/s: the median of the logged
 training windows, which exclude evaluation).
 
---step-times times one optimiser step (forward, loss, backward, AdamW) of each recipe's model on a
-batch of the recipe's own batch size and feature shape, under fp32 and under bf16 autocast, in
-interleaved rounds (fp32, bf16, then bf16, fp32 ...); figures are medians over rounds, so a noisy
-shared machine hurts both alike. It also times the recipe's AudioTransform on that batch.
+--step-times times one optimiser step (forward, loss, backward, the recipe's optimiser) of each
+recipe's model on a batch of the recipe's own batch size and feature shape, under fp32 and under
+bf16 autocast, in interleaved rounds (fp32, bf16, then bf16, fp32 ...); figures are medians over
+rounds, so a noisy shared machine hurts both alike. It also times the recipe's AudioTransform
+(training mode) on that batch.
+
+On a machine shared with other busy processes, set OMP_WAIT_POLICY=PASSIVE (see RESULTS.md,
+"Speech"): torch's OpenMP threads otherwise spin at every parallel region while their partner
+thread is descheduled, which made the same run ~4x slower here. The header prints the policy.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from pathlib import Path
 import torch
 
 from grove.config import load_recipe
-from grove.engine.build import build_model, build_task, model_options
+from grove.engine.build import build_model, build_optimizer, build_task, model_options
 from grove.engine.loop import train
 
 RECIPES = ["spoken-words-cnn", "spoken-words-crnn", "spoken-words-kwt", "spoken-digits-ctc"]
@@ -79,15 +84,18 @@ def run_recipe(name: str, overrides: list[str], runs_dir: str, cached: bool) -> 
     }
 
 
+def percent(value: float | None) -> str:
+    return "" if value is None else f"{100 * value:.1f}%"
+
+
 def print_table(rows: list[dict]) -> None:
     print()
     print("| recipe | model | precision | wall s (incl. data) | train s | epochs | test accuracy | test CER | test WER | samples/s |")
     print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    pct = lambda v: "" if v is None else f"{100 * v:.1f}%"  # noqa: E731
     for r in rows:
         print(
             f"| {r['recipe']} | {r['model']} | {r['precision']} | {r['wall_s']:.0f} | {r['train_s']:.0f} | {r['epochs']} "
-            f"| {pct(r['accuracy'])} | {pct(r['cer'])} | {pct(r['wer'])} | {r['samples_per_s']:.0f} |"
+            f"| {percent(r['accuracy'])} | {percent(r['cer'])} | {percent(r['wer'])} | {r['samples_per_s']:.0f} |"
         )
 
 
@@ -111,7 +119,7 @@ def step_times(name: str, overrides: list[str], rounds: int, steps: int) -> dict
     features = bundle.transform(inputs, False)
     torch.manual_seed(0)
     model = build_model(recipe.model.name, model_options(recipe, bundle))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
+    optimizer = build_optimizer(recipe.optim, model)  # the recipe's, as training builds it
 
     def one_step(precision: str) -> None:
         autocast = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else nullcontext()

@@ -1,7 +1,7 @@
 """Training-loop overhead: grove's loop against a plain PyTorch loop, then grove's speed settings.
 
-    python benchmarks/train_overhead.py            # seed_cnn, a tiny 8x8 CNN and resnet18 (~5 min on 2 idle cores)
-    python benchmarks/train_overhead.py --quick    # seed_cnn only, fewer steps (~1.5 min)
+    python benchmarks/train_overhead.py            # seed_cnn, a tiny 8x8 CNN and resnet18 (~4 min on 2 idle cores)
+    python benchmarks/train_overhead.py --quick    # seed_cnn only, fewer rounds (~1.5 min)
 
 Every workload trains the same model (same registry builder, same init seed) on the same in-memory
 data (random uint8 images, random labels, registered below as the data set `bench_images`) with
@@ -13,17 +13,18 @@ data (random uint8 images, random labels, registered below as the data set `benc
          compile, constant lr, weight decay 0, log_every 50). grove draws its batch order from the
          same seeded permutation, so both loops compute the same losses (checked and printed).
 
-How it is timed, fairly on a noisy machine: every run (plain or grove, each setting) is a thread,
-and the runs take turns in lockstep. A global optimizer step post-hook (torch.optim) counts the
-optimiser steps of the running thread; after W warm-up steps it pauses the run every K steps and
-hands over to the next run, so the runs' timed chunks of K steps alternate within a fraction of a
-second of each other, and a burst of load from other processes hits neighbouring chunks alike.
-A chunk's time runs from the hook that resumed it to the hook that paused it, so it holds K whole
-iterations of a loop: everything grove does per step (transform, metrics, progress bar, logging
-every log_every steps) is inside; grove's setup, end-of-epoch evaluation, checkpoint and plots are
-outside. The order of the runs rotates every round; samples/s is the median over rounds, and
-ratios are medians of the per-round ratios. A matmul run in the same lockstep measures the peak
-FLOP/s that the MFU column divides by, under the same conditions.
+How it is timed, fairly on a machine other processes share: every run (plain or grove, each
+setting) is a thread, and the runs take turns. A global optimizer step post-hook (torch.optim)
+counts the optimiser steps of the running thread; after W warm-up steps it pauses the run every K
+steps and hands over to the next run, so in one round every run times a chunk of K steps, all
+within a few seconds. A chunk's time runs from the hook that resumed it to the hook that paused it:
+K whole iterations of the loop, so everything grove does per step (transform, metrics, progress
+bar, logging every log_every steps) is inside, and its setup, evaluation and checkpoints outside.
+The order of the runs rotates every round. /proc/stat tells how many cores other processes kept
+busy during each round; rounds continue until enough of them were undisturbed (or a time limit),
+and the figures come from those. samples/s is the median over rounds; ratios are medians of the
+per-round ratios. A second, identical plain run (control) shows how closely two identical runs
+agree; matmul runs in the same rounds measure the peak FLOP/s that the MFU column divides by.
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ class Setting:
     precision: str = "fp32"
     channels_last: bool = False
     compile: bool = False
+    control: bool = False  # a second, identical plain run: the noise floor of the comparison
 
     @property
     def name(self) -> str:
@@ -102,7 +104,7 @@ class Setting:
 
     @property
     def label(self) -> str:
-        return f"{self.loop} {self.name}"
+        return f"{self.loop} {self.name}{' (control)' if self.control else ''}"
 
     @property
     def auto(self) -> bool:
@@ -110,7 +112,7 @@ class Setting:
         return self.precision == "bf16" and self.channels_last and not self.compile
 
 
-PLAIN, GROVE = Setting("plain"), Setting("grove")
+PLAIN, GROVE, CONTROL = Setting("plain"), Setting("grove"), Setting("plain", control=True)
 SPEED = [
     Setting("grove", "bf16"),
     Setting("grove", "fp32", True),
@@ -154,14 +156,14 @@ class Workload:
 
 def workloads(quick: bool) -> list[Workload]:
     if quick:
-        return [Workload("seed_cnn", "seed_cnn", 32, 3, 128, 8, 10, 5, 30, 60, [PLAIN, GROVE, *SPEED])]
+        return [Workload("seed_cnn", "seed_cnn", 32, 3, 128, 8, 10, 5, 30, 60, [PLAIN, GROVE, CONTROL, *SPEED])]
     return [
         # The survey's CNN on CIFAR-shaped images: per-step compute dominates (tens of ms a step).
-        Workload("seed_cnn", "seed_cnn", 32, 3, 128, 10, 10, 12, 40, 180, [PLAIN, GROVE, *SPEED]),
+        Workload("seed_cnn", "seed_cnn", 32, 3, 128, 10, 10, 12, 40, 180, [PLAIN, GROVE, CONTROL, *SPEED]),
         # The digits-cnn recipe's shape (8x8x1, batch 32): about a millisecond a step, so any fixed
         # per-step cost of a loop shows at full size.
         Workload("tiny", "seed_cnn", 8, 1, 32, 30, 50, 20, 120, 60,
-                 [PLAIN, GROVE, Setting("grove", "bf16", True), Setting("plain", "bf16", True)], matmuls=1),
+                 [PLAIN, GROVE, CONTROL, Setting("grove", "bf16", True), Setting("plain", "bf16", True)], matmuls=1),
         # A heavier model at a small batch; compile is left out (minutes of compiling on 2 cores).
         Workload("resnet18", "resnet18", 32, 3, 32, 3, 2, 8, 40, 150,
                  [PLAIN, GROVE, Setting("grove", "bf16"), Setting("grove", "fp32", True), Setting("grove", "bf16", True)],
@@ -180,6 +182,17 @@ def cpu_busy_seconds() -> float:
         return float("nan")
     user, nice, system, _idle, _iowait, irq, softirq, steal = fields
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def wait_for_idle(max_wait: float, noise: float) -> float:
+    """Sleep until other processes keep at most `noise` cores busy for 2 s, or `max_wait` seconds pass."""
+    end = time.perf_counter() + max_wait
+    while True:
+        t, busy, own = time.perf_counter(), cpu_busy_seconds(), time.process_time()
+        time.sleep(2)
+        load = (cpu_busy_seconds() - busy - (time.process_time() - own)) / (time.perf_counter() - t)
+        if load <= noise or time.perf_counter() > end:
+            return load
 
 
 _RUNNERS: dict[int, "Runner"] = {}  # thread id -> its run, for the optimizer hook
@@ -475,7 +488,7 @@ def check_same_losses(res: WorkloadResult, progress) -> None:
     by = {m.setting: m for m in res.measured}
     for s, m in by.items():
         twin = by.get(Setting("grove", s.precision, s.channels_last, s.compile))
-        if s.loop != "plain" or twin is None:
+        if s.loop != "plain" or s.control or twin is None:
             continue
         grove = dict(twin.window_losses)
         diffs = [abs(loss - grove[k]) for k, loss in m.window_losses if k in grove]
@@ -494,12 +507,17 @@ def report(results: list[WorkloadResult], noise: float, progress) -> None:
         w, by = res.workload, {m.setting: m for m in res.measured}
         for s, m in by.items():
             twin = by.get(Setting("grove", s.precision, s.channels_last, s.compile))
-            if s.loop != "plain" or twin is None:
+            if s.control:  # the same plain loop twice: how far apart two identical runs measure
+                twin, first, second = m, by[PLAIN], "plain again (control)"
+            elif s.loop == "plain" and twin is not None:
+                first, second = m, ""
+            else:
                 continue
-            plain, grove = median(m.samples_per_s), median(twin.samples_per_s)
-            ratio = median([g / p for g, p in zip(twin.samples_per_s, m.samples_per_s)])
+            plain, grove = median(first.samples_per_s), median(twin.samples_per_s)
+            ratio = median([g / p for g, p in zip(twin.samples_per_s, first.samples_per_s)])
             extra_us = (1 / grove - 1 / plain) * w.batch * 1e6
-            progress(f"| {w.title} | {s.name} | {plain:.0f} | {grove:.0f} | {ratio:.3f}x | {extra_us:+.0f} us |")
+            name = f"{s.name}, {second}" if second else s.name
+            progress(f"| {w.title} | {name} | {plain:.0f} | {grove:.0f} | {ratio:.3f}x | {extra_us:+.0f} us |")
     progress("\ngrove's speed settings (speedup: median of per-round ratios to grove fp32 on the same workload; "
              "MFU: model FLOP/s over the peak matmul FLOP/s of the same precision, measured in the same rounds)\n")
     progress("| workload | grove settings | samples/s | speedup | MFU |")
@@ -528,6 +546,8 @@ def main() -> int:
     parser.add_argument("--only", help="comma-separated workloads to run: seed_cnn, tiny, resnet18")
     parser.add_argument("--rounds", type=int, help="undisturbed timed rounds wanted per workload")
     parser.add_argument("--time-limit", type=float, help="seconds of timed rounds per workload at most")
+    parser.add_argument("--wait", type=float, default=120.0,
+                        help="seconds to wait, before each workload, for other processes to leave the CPU (default 120)")
     parser.add_argument("--noise", type=float, default=0.1,
                         help="a round during which other processes kept more cores than this busy is disturbed "
                         "and left out when enough others are not (default 0.1)")
@@ -550,6 +570,9 @@ def main() -> int:
         for w in chosen:
             progress(f"\n== {w.title}: {w.warmup} warm-up steps, then rounds of {w.chunk} timed steps per run "
                      f"until {w.clean_rounds} undisturbed rounds ({w.max_rounds} rounds or {w.time_limit_s:.0f}s at most)")
+            load = wait_for_idle(args.wait, args.noise)
+            if load > args.noise:
+                progress(f"  (other processes keep {load:.1f} cores busy; starting anyway)")
             res = run_workload(w, run_dir, args.noise, progress)
             for m in res.measured:
                 logged = f"   (grove's own log: {m.logged_samples_per_s:.0f})" if m.logged_samples_per_s else ""

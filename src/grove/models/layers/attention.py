@@ -103,9 +103,10 @@ def merge_masks(
 def attend(q, k, v, mask, dropout_p: float, is_causal: bool) -> torch.Tensor:
     """SDPA over (B, nh, T, hs) inputs; bf16 inputs on a CPU are computed in fp32.
 
-    On CPU the bf16 flash-attention backward is 3-4x slower than the fp32 one for short contexts
-    (fp32 forward + backward is 1.2-4x faster up to T=256; torch 2.13, benchmarks/RESULTS.md), and
-    autocast would cast fp32 inputs straight back to bf16, so it is switched off around the call.
+    On CPU, SDPA's bf16 backward is slow: forward + backward in fp32 was 1.6-5x faster than in bf16
+    at T=64-128, even at T=256 and ~10% slower at T=512 (torch 2.13, benchmarks/RESULTS.md), and it
+    made shakespeare-char-gpt's bf16 training step 1.7x faster. Autocast would cast fp32 inputs
+    straight back to bf16, so it is switched off around the call.
     """
     if q.device.type != "cpu" or q.dtype != torch.bfloat16:
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
