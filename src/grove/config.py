@@ -81,6 +81,7 @@ class TrainConfig(Section):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     compile: Literal["auto", True, False] = "auto"
     channels_last: Literal["auto", True, False] = "auto"
+    keep_freed_memory: Literal["auto", True, False] = "auto"  # auto: on CPU (glibc malloc keeps freed memory)
     ema_decay: float | None = Field(None, gt=0, lt=1)
     early_stopping_patience: int | None = Field(None, gt=0)  # evaluations without a better val metric
     eval_every: int | None = Field(None, gt=0)  # steps between evaluations; one also ends every epoch

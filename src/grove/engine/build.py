@@ -71,11 +71,13 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    if cfg.name == "sgd":
-        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
-    # torch's CPU default is a Python loop of ~10 small ops per tensor; the fused kernel does one
-    # pass per tensor (shakespeare-char-gpt's AdamW step: ~2.9 ms -> ~0.5 ms on a 2-core CPU).
+    # torch's CPU default is a Python loop of small ops per tensor; the fused kernels do one pass
+    # per tensor: shakespeare-char-gpt's AdamW step ~2.9 -> ~0.5 ms, seed_cnn's SGD step 87 -> 42 us
+    # on a 2-core CPU.
     fused = all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    if cfg.name == "sgd":
+        nesterov = cfg.nesterov and cfg.momentum > 0
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=nesterov, fused=fused)
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, fused=fused)
 
 

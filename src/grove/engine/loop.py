@@ -73,6 +73,8 @@ def seed_everything(seed: int, deterministic: bool, device: torch.device) -> Non
 
 def split_batch(batch, n: int) -> list:
     """n micro-batches of a tensor or a dict of tensors, cut along the batch dimension."""
+    if n == 1:
+        return [batch]
     if isinstance(batch, dict):
         parts = {k: split_batch(v, n) for k, v in batch.items()}
         return [{k: parts[k][i] for k in batch} for i in range(n)]
@@ -231,6 +233,7 @@ class Trainer:
                 f"run {run.path} | {self.recipe.model.name} {count_params(self.model):,} params | "
                 f"{self.device} x{self.procs.world_size} | {self.speed.precision}"
                 f"{' channels_last' if self.speed.channels_last else ''}{' compiled' if self.speed.compile else ''}"
+                f"{' freed-memory-kept' if self.speed.keep_freed_memory else ''}"
             )
         started = time.perf_counter() - self.progress.train_seconds
         try:
@@ -254,7 +257,8 @@ class Trainer:
         if p.batch == 0 and hasattr(self.task, "reset"):
             self.task.reset()
         window = self.task.metrics(self.device)
-        nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
+        # The window's step losses summed on the device: non-finite once any of them was.
+        window_loss = torch.zeros((), device=self.device)
         window_start, window_samples = time.perf_counter(), 0
         bar = tqdm(
             total=self.steps_per_epoch,
@@ -266,11 +270,11 @@ class Trainer:
         )
         for inputs, targets in self.train_loader.epoch(p.epoch, start=p.batch):
             inputs = self.speed.memory_format(self.bundle.transform(inputs, True))
-            step_nonfinite = self.optimizer_step(train_model, inputs, targets, window)
-            nonfinite |= step_nonfinite
-            if t.nan_policy == "skip" and D.any_rank(step_nonfinite, self.procs):
+            step_loss = self.optimizer_step(train_model, inputs, targets, window)
+            if step_loss is None:
                 p.skipped_steps += 1
-                nonfinite.zero_()
+            else:
+                window_loss += step_loss
             p.step += 1
             p.batch += 1
             p.train_seconds = time.perf_counter() - started
@@ -280,7 +284,7 @@ class Trainer:
             evaluate_now = t.eval_every and p.step % t.eval_every == 0 and not end_of_epoch
             checkpoint_now = t.checkpoint_every and p.step % t.checkpoint_every == 0 and not end_of_epoch
             if p.step % t.log_every == 0 or end_of_epoch or checkpoint_now or evaluate_now:
-                self.check_finite(nonfinite, run)
+                self.check_finite(window_loss, run)
                 window.all_reduce()
                 figures = {k: v for k, v in window.compute().items() if k != "count"}
                 figures["lr"] = self.scheduler.get_last_lr()[0]
@@ -289,6 +293,7 @@ class Trainer:
                 shown = {k: f"{figures[k]:.4g}" for k in ("loss", "accuracy", "cer") if k in figures}
                 bar.set_postfix(**shown, sps=f"{figures['samples_per_s']:.0f}")
                 window = self.task.metrics(self.device)
+                window_loss = torch.zeros((), device=self.device)
                 window_start, window_samples = time.perf_counter(), 0
             if evaluate_now:
                 self.validate_and_checkpoint(run, log, end_of_epoch=False)
@@ -301,10 +306,11 @@ class Trainer:
         if self.train_loader.skipped and self.procs.is_main:
             tqdm.write(f"skipped {len(self.train_loader.skipped)} unreadable training file(s) so far")
 
-    def optimizer_step(self, train_model, inputs, targets, window) -> torch.Tensor:
-        """One optimiser step over `grad_accum` micro-batches; returns a device flag for a non-finite loss."""
+    def optimizer_step(self, train_model, inputs, targets, window) -> torch.Tensor | None:
+        """One optimiser step over `grad_accum` micro-batches; returns the sum of their losses (on
+        the device), or None when nan_policy=skip skipped the step for a non-finite loss."""
         t = self.recipe.train
-        nonfinite = torch.zeros((), dtype=torch.bool, device=self.device)
+        step_loss = None
         chunks = list(zip(split_batch(inputs, self.micro_batches), split_batch(targets, self.micro_batches)))
         for i, (x, y) in enumerate(chunks):
             # Gradients are all-reduced once, on the last micro-batch.
@@ -312,14 +318,14 @@ class Trainer:
             with train_model.no_sync() if no_sync and hasattr(train_model, "no_sync") else nullcontext():
                 with self.speed.autocast():
                     loss, outputs = self.task.step(train_model, x, y)
-                scaled = loss / len(chunks)
+                scaled = loss / len(chunks) if len(chunks) > 1 else loss
                 (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             window.update(outputs, y, loss.detach())
-            nonfinite |= ~torch.isfinite(loss.detach())
-        if t.nan_policy == "skip" and D.any_rank(nonfinite, self.procs):
+            step_loss = loss.detach() if step_loss is None else step_loss + loss.detach()
+        if t.nan_policy == "skip" and D.any_rank(~torch.isfinite(step_loss), self.procs):
             self.optimizer.zero_grad(set_to_none=True)
             self.scheduler.step()
-            return nonfinite
+            return None
         if t.clip_grad_norm:
             if self.scaler:
                 self.scaler.unscale_(self.optimizer)
@@ -333,10 +339,10 @@ class Trainer:
         self.scheduler.step()
         if self.ema:
             self.ema.update(self.model)
-        return nonfinite
+        return step_loss
 
-    def check_finite(self, nonfinite: torch.Tensor, run: RunDir) -> None:
-        if not D.any_rank(nonfinite, self.procs):
+    def check_finite(self, window_loss: torch.Tensor, run: RunDir) -> None:
+        if not D.any_rank(~torch.isfinite(window_loss), self.procs):
             return
         last = run.checkpoint("last")
         raise GroveError(
