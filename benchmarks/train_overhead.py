@@ -11,7 +11,8 @@ data (random uint8 images, random labels, registered below as the data set `benc
          ((x / 255 - mean) / std), F.cross_entropy, zero_grad / backward / SGD(momentum=0.9).step();
   grove  grove.engine.loop.train() on a recipe with the same settings (fp32, no channels_last, no
          compile, constant lr, weight decay 0, log_every 50). grove draws its batch order from the
-         same seeded permutation, so both loops compute the same losses (checked and printed).
+         same seeded permutation, so both loops compute the same losses (checked and printed; grove's
+         fused SGD rounds differently from torch's default loop, so fp32 losses drift apart by ~1e-4).
 
 How it is timed, fairly on a machine that other processes share: every run (plain or grove, each
 setting) is a process of its own, and the runs take turns. A global optimizer step post-hook

@@ -107,8 +107,7 @@ def print_summary(summary: dict) -> None:
     figures = ", ".join(f"{k} {summary[k]:.4f}" for k in shown if k in summary)
     print(
         f"done: {summary['split']} {figures} after {summary['steps']} steps / {summary['epochs']} epochs in "
-        f"{summary['train_seconds']:.1f}s | {speed['device']} {speed['precision']}"
-        f"{' channels_last' if speed['channels_last'] else ''}{' compiled' if speed['compile'] else ''}"
+        f"{summary['train_seconds']:.1f}s | {speed['device']} {speed['label']}"
     )
     print(f"run directory: {summary['run']}")
 

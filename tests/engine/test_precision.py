@@ -59,3 +59,10 @@ def test_auto_settings_on_cpu():
     speed = resolve_speed(TrainConfig(), torch.device("cpu"), image_model=False)
     assert speed.compile is False and speed.channels_last is False
     assert speed.precision in ("bf16", "fp32")
+
+
+def test_label_names_the_active_settings():
+    speed = resolve_speed(TrainConfig(precision="fp32", channels_last=True, keep_freed_memory=False),
+                          torch.device("cpu"), image_model=True)
+    assert speed.label() == "fp32 channels_last"
+    assert speed.describe()["label"] == "fp32 channels_last"

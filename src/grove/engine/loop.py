@@ -231,9 +231,7 @@ class Trainer:
         if main:
             print(
                 f"run {run.path} | {self.recipe.model.name} {count_params(self.model):,} params | "
-                f"{self.device} x{self.procs.world_size} | {self.speed.precision}"
-                f"{' channels_last' if self.speed.channels_last else ''}{' compiled' if self.speed.compile else ''}"
-                f"{' freed-memory-kept' if self.speed.keep_freed_memory else ''}"
+                f"{self.device} x{self.procs.world_size} | {self.speed.label()}"
             )
         started = time.perf_counter() - self.progress.train_seconds
         try:

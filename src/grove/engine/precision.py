@@ -43,7 +43,12 @@ class Speed:
         return torch.amp.GradScaler("cuda") if self.precision == "fp16" else None
 
     def describe(self) -> dict:
-        return asdict(self)
+        return {**asdict(self), "label": self.label()}
+
+    def label(self) -> str:
+        """The active settings in a few words, e.g. 'bf16 channels_last freed-memory-kept'."""
+        flags = {"channels_last": self.channels_last, "compiled": self.compile, "freed-memory-kept": self.keep_freed_memory}
+        return " ".join([self.precision, *(name for name, on in flags.items() if on)])
 
 
 def pick_device(name: str, local_rank: int = 0) -> torch.device:
