@@ -43,6 +43,7 @@ def test_digits_run_writes_a_complete_run_directory(tmp_path):
     assert run.read_config()["train"]["epochs"] == 2
     saved = json.loads((run.path / "summary.json").read_text())
     assert len(saved["confusion_matrix"]) == 10 and saved["speed"]["precision"] == "fp32"
+    assert saved["params"] == 53_002  # seed_cnn on 8x8 grey digits
     # nothing but finished checkpoints: no temporary files or directories left behind
     assert not [p for p in run.path.rglob(".*tmp*")]
 

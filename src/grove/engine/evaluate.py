@@ -10,7 +10,7 @@ from grove.data.loader import BatchLoader
 from grove.engine.logging import plot_confusion, plot_curves
 from grove.engine.precision import Speed
 from grove.errors import GroveError
-from grove.models.utils import load_weights
+from grove.models.utils import count_params, load_weights
 from grove.rundir import SUMMARY, RunDir
 
 
@@ -45,6 +45,7 @@ def final_report(trainer, run: RunDir) -> dict:
         "run": str(run.path),
         "recipe": trainer.recipe_name,
         "model": trainer.recipe.model.name,
+        "params": count_params(trainer.model),
         "steps": p.step,
         "epochs": p.epoch,
         "best_step": p.best_step,
