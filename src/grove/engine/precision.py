@@ -3,7 +3,7 @@
 `auto` choices follow measurements (benchmarks/RESULTS.md): bf16 autocast wherever the hardware
 has native bf16 (CUDA, and CPUs with AVX-512 BF16/AMX, where it trained the survey's CNN ~2x faster),
 channels_last for image models, torch.compile on CUDA only (on a 2-core CPU it slowed training),
-and on CPU a malloc that keeps freed activations (1.2-1.4x faster training steps).
+and on CPU a malloc that keeps freed activations (1.1-1.5x faster training steps).
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def keep_freed_memory() -> bool:
 
     By default glibc serves large blocks with mmap (past a threshold that adapts as the program
     runs) and trims the top of its heap, so each CPU training step page-faults its activations back
-    in: thousands of minor faults a step, a quarter to a third of the step time of the survey's CNN
+    in: thousands of minor faults a step, an eighth to a third of the step time of the survey's CNN
     (benchmarks/train_overhead.py). Process-wide; returns False where the C library is not glibc.
     """
     try:
