@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -54,6 +53,7 @@ from grove.engine.build import build_model
 from grove.engine.loop import train
 from grove.engine.precision import pick_device, resolve_speed
 from grove.rundir import RunDir
+from machine import cpu_busy_seconds, cpu_info
 
 RECIPES = ("shakespeare-char-gpt", "shakespeare-char-lstm")
 TARGET = 1.88  # nanoGPT's published val loss for the 4-layer, 4-head, 128-dim, context-64 model
@@ -87,16 +87,6 @@ class StepClock:
     def median_step_seconds(self, skip: int = 10) -> float:
         gaps = [b - a for a, b in zip(self.times[skip:], self.times[skip + 1 :])]
         return statistics.median(gaps)
-
-
-def cpu_busy_seconds() -> float:
-    """CPU seconds all processes on the machine have used so far (from /proc/stat; NaN elsewhere)."""
-    try:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    except (OSError, ValueError):
-        return float("nan")
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
 def peak_matmul_flops(dtype: torch.dtype, n: int = 2048, seconds: float = 3.0) -> float:
@@ -241,16 +231,6 @@ def ablation(rounds: int = 5, steps: int = 10) -> None:
         print(f"  {str(shape):<18} {ms['bf16']:7.1f} | {ms['fp32']:7.1f} | {ms['bf16'] / ms['fp32']:4.1f}x")
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     p.add_argument("--recipes", nargs="+", default=list(RECIPES))
@@ -263,7 +243,7 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.ablation:
-        print(f"machine: {cpu_name()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
+        print(f"machine: {cpu_info()[0]}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
               f"{torch.get_num_threads()} threads")
         ablation()
         return 0
@@ -274,7 +254,7 @@ def main() -> int:
     after = {"fp32": peak_matmul_flops(torch.float32), "bf16": peak_matmul_flops(torch.bfloat16)}
     peaks = {k: max(v, after[k]) for k, v in peaks.items()}
 
-    print(f"machine: {cpu_name()}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
+    print(f"machine: {cpu_info()[0]}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
           f"{torch.get_num_threads()} threads")
     print(f"measured peak matmul (2048^3): fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s")
     for r in results:

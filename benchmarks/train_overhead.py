@@ -39,7 +39,6 @@ import argparse
 import contextlib
 import json
 import os
-import platform
 import random
 import resource
 import statistics
@@ -61,6 +60,7 @@ from grove.data.image import ImageTransform
 from grove.engine.loop import train
 from grove.engine.precision import keep_freed_memory
 from grove.registry import create_model, register_dataset
+from machine import cpu_busy_seconds, machine_line
 
 MEAN, STD = 0.5, 0.25  # normalisation constants of the synthetic images (any fixed values do)
 SEED = 0
@@ -374,16 +374,6 @@ class Run:
 # -- lockstep ------------------------------------------------------------------------------------------
 
 
-def cpu_busy_seconds() -> float:
-    """CPU seconds all processes on the machine have used so far (busy and stolen jiffies of /proc/stat)."""
-    try:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    except (OSError, ValueError):
-        return float("nan")
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
 def wait_for_idle(max_wait: float, noise: float) -> float:
     """Sleep until other processes keep at most `noise` cores busy for 2 s, or `max_wait` seconds pass."""
     end = time.perf_counter() + max_wait
@@ -425,25 +415,7 @@ def lockstep(runs: list[Run], w: Workload, noise: float, progress) -> list[float
     return elsewhere
 
 
-# -- the machine and FLOPs ---------------------------------------------------------------------------
-
-
-def machine_line() -> str:
-    model, flags = platform.processor() or "unknown CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    except OSError:
-        pass
-    isa = ", ".join(f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in flags) or "no AVX-512"
-    return (
-        f"{model}, {os.cpu_count()} cores ({isa}), {torch.get_num_threads()} torch threads, "
-        f"torch {torch.__version__}, Python {platform.python_version()}"
-    )
+# -- FLOPs ---------------------------------------------------------------------------
 
 
 def train_flops_per_sample(w: Workload) -> float:
