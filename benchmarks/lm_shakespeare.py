@@ -18,8 +18,9 @@ prints, per recipe, every validation point as (wall seconds, step, val loss):
               (6 x non-embedding parameters + attention, nanoGPT's estimate); for the LSTM
               6 x non-embedding parameters (LSTM and decoder weights: every weight does one
               multiply-add per token forward and two backward; the embedding is a lookup)
-  peak        FLOP/s of a large square matmul loop, fp32 and bf16, measured in this process at
-              the same thread count, before the runs and after them (the larger is kept)
+  peak        FLOP/s of a 2048^3 matrix product, fp32 and bf16, the faster of torch.mm and a
+              1x1 convolution (machine.peak_matmul_flops), measured in this process at the same
+              thread count, before the runs and after them (the larger is kept)
   MFU         FLOPs/token x tokens/s / the measured peak of the run's precision
 
 `--ablation` instead times one training step of each recipe's model (batch 32 x 64 tokens, random
@@ -53,7 +54,7 @@ from grove.engine.build import build_model
 from grove.engine.loop import train
 from grove.engine.precision import pick_device, resolve_speed
 from grove.rundir import RunDir
-from machine import cpu_busy_seconds, cpu_info
+from machine import cpu_busy_seconds, cpu_info, peak_matmul_flops
 
 RECIPES = ("shakespeare-char-gpt", "shakespeare-char-lstm")
 TARGET = 1.88  # nanoGPT's published val loss for the 4-layer, 4-head, 128-dim, context-64 model
@@ -87,20 +88,6 @@ class StepClock:
     def median_step_seconds(self, skip: int = 10) -> float:
         gaps = [b - a for a, b in zip(self.times[skip:], self.times[skip + 1 :])]
         return statistics.median(gaps)
-
-
-def peak_matmul_flops(dtype: torch.dtype, n: int = 2048, seconds: float = 3.0) -> float:
-    """Best FLOP/s of n x n @ n x n matmuls over `seconds` (timed in batches of 4 products)."""
-    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    for _ in range(2):
-        a @ b
-    best, end = 0.0, time.perf_counter() + seconds
-    while time.perf_counter() < end:
-        t = time.perf_counter()
-        for _ in range(4):
-            a @ b
-        best = max(best, 4 * 2 * n**3 / (time.perf_counter() - t))
-    return best
 
 
 def flops_per_token(model) -> tuple[int, str]:

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import os
 import platform
+import time
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 
 
 def cpu_info() -> tuple[str, set[str]]:
@@ -42,3 +44,25 @@ def cpu_busy_seconds() -> float:
         return float("nan")
     user, nice, system, _idle, _iowait, irq, softirq, steal = fields
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def peak_matmul_flops(dtype: torch.dtype, n: int = 2048, seconds: float = 3.0) -> float:
+    """Best FLOP/s of an n x n x n matrix product over `seconds`, timed in batches of 4 products,
+    done both ways torch can: torch.mm (BLAS) and a 1x1 channels_last convolution (oneDNN, the
+    kernels that convolutions and, on CPU, many linear layers use). The faster one is the peak:
+    on AMD CPUs torch.mm's fp32 reaches under half of oneDNN's."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    x = a.t().reshape(1, n, 32, n // 32).contiguous(memory_format=torch.channels_last)
+    weight = b.t().reshape(n, n, 1, 1).contiguous(memory_format=torch.channels_last)
+    best = 0.0
+    with torch.no_grad():
+        for product in (lambda: a @ b, lambda: F.conv2d(x, weight)):
+            for _ in range(2):
+                product()
+            end = time.perf_counter() + seconds / 2
+            while time.perf_counter() < end:
+                t = time.perf_counter()
+                for _ in range(4):
+                    product()
+                best = max(best, 4 * 2 * n**3 / (time.perf_counter() - t))
+    return best
