@@ -2,17 +2,10 @@
 streams (truncated BPTT), both on a tiny Tiny-Shakespeare-shaped corpus made here, and an LSTM run
 killed with SIGKILL and resumed."""
 
-import os
-import signal
-import subprocess
-import sys
-import time
-
 import pytest
 import torch
-from safetensors.torch import load_file
 
-from conftest import only_run_dir, run_grove
+from conftest import same_final_weights, train_killed_and_resumed
 from grove.config import load_recipe
 from grove.data.tokenizers import load_tokenizer
 from grove.engine.loop import train
@@ -79,32 +72,13 @@ def test_lstm_stream_run_killed_and_resumed_ends_with_identical_weights(tmp_path
     # 72 batches an epoch; the task's hidden state at each checkpoint must carry over exactly.
     args = ["shakespeare-char-lstm", *TINY_LSTM, f"data.root={corpus}", "train.epochs=2", "train.max_steps=null",
             "train.eval_every=null", "train.checkpoint_every=20", "train.log_every=10", "train.precision=fp32"]
-    full = run_grove("train", *args, f"run.dir={tmp_path / 'full'}")
-    assert full.returncode == 0, full.stderr
-    full_run = RunDir(only_run_dir(tmp_path / "full"))
 
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "grove", "train", *args, f"run.dir={tmp_path / 'cut'}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    deadline = time.time() + 60
-    while time.time() < deadline and proc.poll() is None:
-        last = list((tmp_path / "cut").glob("*/*/checkpoints/last"))
-        if last and int(last[0].resolve().name.split("-")[1]) >= 40:  # mid-epoch 1
-            break
-        time.sleep(0.01)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    cut_run = RunDir(only_run_dir(tmp_path / "cut"))
-    assert not (cut_run.path / "summary.json").exists()
-    _, state = cut_run.load_checkpoint("last")
-    assert state["task"][0]["state"] is not None  # the LSTM's (h, c) is in the checkpoint
+    def hidden_state_is_checkpointed(cut_run):
+        _, state = cut_run.load_checkpoint("last")
+        assert state["task"][0]["state"] is not None  # the LSTM's (h, c)
 
-    resumed = run_grove("train", "--resume", cut_run.path)
-    assert resumed.returncode == 0, resumed.stderr
-
-    a = load_file(full_run.checkpoint("last") / "model.safetensors")
-    b = load_file(cut_run.checkpoint("last") / "model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # killed mid-epoch 1
+    full_run, cut_run = train_killed_and_resumed(tmp_path, args, 40, hidden_state_is_checkpointed, timeout=60)
+    assert same_final_weights(full_run, cut_run)
     val = lambda run: [(r["step"], r["loss"]) for r in run.read_metrics() if r["split"] == "val"]  # noqa: E731
     assert val(full_run) == val(cut_run) and train_losses(full_run) == train_losses(cut_run)

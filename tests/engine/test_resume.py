@@ -1,16 +1,8 @@
 """A run killed with SIGKILL and resumed ends exactly where an uninterrupted run ends."""
 
-import os
-import signal
-import subprocess
-import sys
-import time
-
 import pytest
-import torch
-from safetensors.torch import load_file
 
-from conftest import only_run_dir, run_grove
+from conftest import only_run_dir, run_grove, same_final_weights, train_killed_and_resumed
 from grove.rundir import RunDir
 
 # Small batches make many steps, so there is time to kill the run between checkpoints.
@@ -29,31 +21,8 @@ def train_records(run: RunDir):
 @pytest.mark.slow
 @pytest.mark.parametrize("kill_after_step", [70, 500])
 def test_sigkill_then_resume_gives_identical_weights_and_metrics(tmp_path, kill_after_step):
-    full = run_grove("train", *ARGS, f"run.dir={tmp_path / 'full'}")
-    assert full.returncode == 0, full.stderr
-    full_run = RunDir(only_run_dir(tmp_path / "full"))
-
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "grove", "train", *ARGS, f"run.dir={tmp_path / 'cut'}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        runs = list((tmp_path / "cut").glob("*/*/checkpoints/last"))
-        if runs and int(runs[0].resolve().name.split("-")[1]) >= kill_after_step:
-            break
-        time.sleep(0.02)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    cut_run = RunDir(only_run_dir(tmp_path / "cut"))
-    assert not (cut_run.path / "summary.json").exists()
-
-    resumed = run_grove("train", "--resume", cut_run.path)
-    assert resumed.returncode == 0, resumed.stderr
-
-    a = load_file(full_run.checkpoint("last") / "model.safetensors")
-    b = load_file(cut_run.checkpoint("last") / "model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    full_run, cut_run = train_killed_and_resumed(tmp_path, ARGS, kill_after_step)
+    assert same_final_weights(full_run, cut_run)
     assert val_records(full_run) == val_records(cut_run)
     assert train_records(full_run) == train_records(cut_run)
     full_summary, cut_summary = full_run.read_json("summary.json"), cut_run.read_json("summary.json")

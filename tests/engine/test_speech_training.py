@@ -6,21 +6,15 @@ checkpoints), not accuracy, so transcripts may well be empty.
 """
 
 import json
-import os
 import re
 import shutil
-import signal
 import subprocess
-import sys
-import time
 
 import numpy as np
 import pytest
-import torch
 import yaml
-from safetensors.torch import load_file
 
-from conftest import only_run_dir, run_grove
+from conftest import run_grove, same_final_weights, train_killed_and_resumed
 from grove.config import validate
 from grove.engine.loop import train
 from grove.rundir import RunDir
@@ -169,11 +163,6 @@ RESUME = {
 }
 
 
-def last_step(base) -> int:
-    links = list(base.glob("*/*/checkpoints/last"))
-    return int(links[0].resolve().name.split("-")[1]) if links else -1
-
-
 def metric_records(run: RunDir) -> list:
     return [(r["split"], r["step"], r["epoch"], r["loss"], r["accuracy"]) for r in run.read_metrics()]
 
@@ -183,26 +172,7 @@ def test_sigkill_then_resume_of_a_speech_run_gives_identical_weights(tmp_path, k
     # keyword_run has generated (and cached) the audio, so both runs below start training at once.
     recipe = tmp_path / "tiny-words.yaml"
     recipe.write_text(yaml.safe_dump(RESUME))
-    full = run_grove("train", recipe, f"run.dir={tmp_path / 'full'}")
-    assert full.returncode == 0, full.stderr
-    full_run = RunDir(only_run_dir(tmp_path / "full"))
-
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "-m", "grove", "train", str(recipe), f"run.dir={tmp_path / 'cut'}"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None and last_step(tmp_path / "cut") < 7:
-        time.sleep(0.01)
-    assert proc.poll() is None, "the run finished before it could be killed"
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    cut_run = RunDir(only_run_dir(tmp_path / "cut"))
-    assert not (cut_run.path / "summary.json").exists()
-
-    resumed = run_grove("train", "--resume", cut_run.path)
-    assert resumed.returncode == 0, resumed.stderr
-    a = load_file(full_run.checkpoint("last") / "model.safetensors")
-    b = load_file(cut_run.checkpoint("last") / "model.safetensors")
-    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    full_run, cut_run = train_killed_and_resumed(tmp_path, [recipe], 7)
+    assert same_final_weights(full_run, cut_run)
     assert metric_records(full_run) == metric_records(cut_run)
     assert full_run.read_json("summary.json")["accuracy"] == cut_run.read_json("summary.json")["accuracy"]
