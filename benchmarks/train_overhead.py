@@ -1,7 +1,7 @@
 """Training-loop overhead: grove's loop against a plain PyTorch loop, then grove's speed settings.
 
-    python benchmarks/train_overhead.py            # seed_cnn, a tiny 8x8 CNN, resnet18, malloc (~5 min, 2 idle cores)
-    python benchmarks/train_overhead.py --quick    # seed_cnn only, fewer rounds (~1.5 min)
+    python benchmarks/train_overhead.py            # seed_cnn, a tiny 8x8 CNN, resnet18, malloc (~8 min, 2 idle cores)
+    python benchmarks/train_overhead.py --quick    # seed_cnn only, fewer rounds (~2 min)
 
 Every workload trains the same model (same registry builder, same init seed) on the same in-memory
 data (random uint8 images, random labels, registered below as the data set `bench_images`) with
