@@ -39,7 +39,6 @@ shared, so compare figures taken together).
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
@@ -54,7 +53,7 @@ from grove.engine.build import build_model
 from grove.engine.loop import train
 from grove.engine.precision import pick_device, resolve_speed
 from grove.rundir import RunDir
-from machine import cpu_busy_seconds, cpu_info, peak_matmul_flops
+from machine import cpu_busy_seconds, machine_line, peak_matmul_flops
 
 RECIPES = ("shakespeare-char-gpt", "shakespeare-char-lstm")
 TARGET = 1.88  # nanoGPT's published val loss for the 4-layer, 4-head, 128-dim, context-64 model
@@ -230,8 +229,7 @@ def main() -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.ablation:
-        print(f"machine: {cpu_info()[0]}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
-              f"{torch.get_num_threads()} threads")
+        print(f"machine: {machine_line()}")
         ablation()
         return 0
     run_dir = args.run_dir or Path(tempfile.mkdtemp(prefix="grove-lm-bench-"))
@@ -241,8 +239,7 @@ def main() -> int:
     after = {"fp32": peak_matmul_flops(torch.float32), "bf16": peak_matmul_flops(torch.bfloat16)}
     peaks = {k: max(v, after[k]) for k, v in peaks.items()}
 
-    print(f"machine: {cpu_info()[0]}, {os.cpu_count()} logical CPUs, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} threads")
+    print(f"machine: {machine_line()}")
     print(f"measured peak matmul (2048^3): fp32 {peaks['fp32'] / 1e9:.1f} GFLOP/s, bf16 {peaks['bf16'] / 1e9:.1f} GFLOP/s")
     for r in results:
         print()

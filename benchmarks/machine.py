@@ -46,14 +46,20 @@ def cpu_busy_seconds() -> float:
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
+def conv_matmul_operands(n: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Operands that make F.conv2d(x, weight) an n x n x n matrix product: a 1x1 channels_last
+    convolution, which runs on oneDNN's kernels as the models' layers do."""
+    x = torch.randn(1, n, 32, n // 32).to(dtype).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(n, n, 1, 1).to(dtype).contiguous(memory_format=torch.channels_last)
+    return x, weight
+
+
 def peak_matmul_flops(dtype: torch.dtype, n: int = 2048, seconds: float = 3.0) -> float:
     """Best FLOP/s of an n x n x n matrix product over `seconds`, timed in batches of 4 products,
-    done both ways torch can: torch.mm (BLAS) and a 1x1 channels_last convolution (oneDNN, the
-    kernels that convolutions and, on CPU, many linear layers use). The faster one is the peak:
-    on AMD CPUs torch.mm's fp32 reaches under half of oneDNN's."""
+    done both ways torch can: torch.mm (BLAS) and a 1x1 convolution (oneDNN). The faster one is
+    the peak: on AMD CPUs torch.mm's fp32 reaches under half of oneDNN's."""
     a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
-    x = a.t().reshape(1, n, 32, n // 32).contiguous(memory_format=torch.channels_last)
-    weight = b.t().reshape(n, n, 1, 1).contiguous(memory_format=torch.channels_last)
+    x, weight = conv_matmul_operands(n, dtype)
     best = 0.0
     with torch.no_grad():
         for product in (lambda: a @ b, lambda: F.conv2d(x, weight)):

@@ -60,7 +60,7 @@ from grove.data.image import ImageTransform
 from grove.engine.loop import train
 from grove.engine.precision import keep_freed_memory
 from grove.registry import create_model, register_dataset
-from machine import cpu_busy_seconds, machine_line
+from machine import conv_matmul_operands, cpu_busy_seconds, machine_line
 
 MEAN, STD = 0.5, 0.25  # normalisation constants of the synthetic images (any fixed values do)
 SEED = 0
@@ -246,13 +246,10 @@ def grove_body(w: Workload, s: Setting, run_dir: str, keep: bool) -> Callable[[]
 
 
 def peak_body(w: Workload, s: Setting, tick: Callable[[], None]) -> Callable[[], None]:
-    """The peak: 2048 x 2048 x 2048 matrix products, w.matmuls per step. They are done as a 1x1
-    convolution (channels_last), which runs on oneDNN's AVX-512 kernels as the models' layers do;
-    torch.mm's fp32 BLAS reaches under half of that on this AMD CPU and would overstate MFU."""
-    n = 2048
-    dtype = torch.bfloat16 if s.precision == "bf16" else torch.float32
-    x = torch.randn(1, n, 32, n // 32).to(dtype).contiguous(memory_format=torch.channels_last)
-    weight = torch.randn(n, n, 1, 1).to(dtype).contiguous(memory_format=torch.channels_last)
+    """The peak: 2048 x 2048 x 2048 matrix products, w.matmuls per step, as 1x1 convolutions
+    (machine.conv_matmul_operands); torch.mm's fp32 BLAS reaches under half of that on this AMD
+    CPU and would overstate MFU."""
+    x, weight = conv_matmul_operands(2048, torch.bfloat16 if s.precision == "bf16" else torch.float32)
 
     def body() -> None:
         with torch.no_grad():
@@ -334,10 +331,10 @@ def serve_run(job: dict, keep: bool) -> None:
 class Run:
     """The benchmark's handle on one run process."""
 
-    def __init__(self, w: Workload, s: Setting, run_dir: str, log_dir: str, default_malloc: bool):
+    def __init__(self, w: Workload, s: Setting, run_dir: str, default_malloc: bool):
         self.setting = s
         job = {"workload": {**asdict(w), "settings": []}, "setting": asdict(s), "run_dir": run_dir}
-        self.log = Path(log_dir) / f"{w.name}-{s.loop}-{s.name}{'-control' if s.control else ''}.log"
+        self.log = Path(run_dir) / f"{w.name}-{s.loop}-{s.name}{'-control' if s.control else ''}.log"
         argv = [sys.executable, __file__, "--serve", json.dumps(job)] + (["--default-malloc"] if default_malloc else [])
         with open(self.log, "w") as log:
             self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True)
@@ -452,7 +449,7 @@ class WorkloadResult:
 
 
 def run_workload(w: Workload, run_dir: str, noise: float, default_malloc: bool, progress) -> WorkloadResult:
-    runs = [Run(w, s, run_dir, run_dir, default_malloc) for s in [*w.settings, *PEAKS]]
+    runs = [Run(w, s, run_dir, default_malloc) for s in [*w.settings, *PEAKS]]
     try:
         elsewhere = lockstep(runs, w, noise, progress)
     finally:

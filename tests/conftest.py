@@ -6,6 +6,10 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
+from safetensors.torch import load_file
+
+from grove.rundir import RunDir
 
 
 def run_grove(*args, cwd=None, timeout=300) -> subprocess.CompletedProcess:
@@ -38,8 +42,6 @@ def train_killed_and_resumed(base: Path, args: list, kill_after_step: int, inspe
     SIGKILL as soon as it has checkpointed step kill_after_step or later, then resumed with
     --resume (base/cut). inspect_cut(run) sees the killed run before it is resumed. Returns the two
     RunDirs, for the caller to compare."""
-    from grove.rundir import RunDir
-
     full = run_grove("train", *args, f"run.dir={base / 'full'}")
     assert full.returncode == 0, full.stderr
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
@@ -60,10 +62,7 @@ def train_killed_and_resumed(base: Path, args: list, kill_after_step: int, inspe
     return RunDir(only_run_dir(base / "full")), cut
 
 
-def same_final_weights(a, b) -> bool:
-    import torch
-    from safetensors.torch import load_file
-
+def same_final_weights(a: RunDir, b: RunDir) -> bool:
     x = load_file(a.checkpoint("last") / "model.safetensors")
     y = load_file(b.checkpoint("last") / "model.safetensors")
     return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
