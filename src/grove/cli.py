@@ -11,7 +11,13 @@ from grove.errors import GroveError
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args, extra = p.parse_known_args(argv)
+    # Recipe overrides may come after options such as --nproc, where argparse leaves them over.
+    if getattr(args, "overrides", None) is not None and all("=" in e and not e.startswith("-") for e in extra):
+        args.overrides += extra
+    elif extra:
+        p.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.run(args) or 0
     except GroveError as err:
@@ -80,8 +86,12 @@ def cmd_train(args) -> int:
     if args.resume:
         if args.recipe or args.overrides:
             raise GroveError("--resume continues a run with its saved recipe: give the run directory alone")
-        recipe = validate(RunDir.open(args.resume).read_config())
-        name = RunDir(args.resume).read_json("meta.json")["recipe"]
+        run = RunDir.open(args.resume)
+        name = run.read_meta().recipe
+        try:
+            recipe = validate(run.read_config())
+        except GroveError as err:
+            raise GroveError(f"run file {run.path / 'config.yaml'} is damaged: {err}") from None
     elif args.recipe:
         recipe, name = load_recipe(args.recipe, args.overrides)
     else:
@@ -140,21 +150,28 @@ def cmd_predict(args) -> int:
     import grove
 
     predictor = grove.load(args.run_dir, checkpoint=args.checkpoint)
-    results = predictor.predict(args.inputs, top=args.top_k, beam_width=args.beam_width)
-    if predictor.task == "ctc":
-        if args.json:
-            print(json.dumps([{"input": i, "transcript": t} for i, t in zip(args.inputs, results)], indent=2))
-        else:
-            for item, transcript in zip(args.inputs, results):
-                print(f"{item}: {transcript}")
-        return 0
+    results = predictor.predict_each(args.inputs, top=args.top_k, beam_width=args.beam_width)
+    failed = sum(isinstance(r, GroveError) for r in results)
     if args.json:
-        print(json.dumps([{"input": i, "top": [{"label": l, "probability": p} for l, p in r]}
-                          for i, r in zip(args.inputs, results)], indent=2))
-        return 0
-    for item, ranked in zip(args.inputs, results):
-        print(f"{item}: " + ", ".join(f"{label} {prob:.3f}" for label, prob in ranked))
-    return 0
+        def record(item, result):
+            if isinstance(result, GroveError):
+                return {"input": item, "error": str(result)}
+            if predictor.task == "ctc":
+                return {"input": item, "transcript": result}
+            return {"input": item, "top": [{"label": label, "probability": p} for label, p in result]}
+
+        print(json.dumps([record(i, r) for i, r in zip(args.inputs, results)], indent=2))
+    else:
+        for item, result in zip(args.inputs, results):
+            if isinstance(result, GroveError):
+                print(f"error: {result}", file=sys.stderr)
+            elif predictor.task == "ctc":
+                print(f"{item}: {result}")
+            else:
+                print(f"{item}: " + ", ".join(f"{label} {prob:.3f}" for label, prob in result))
+    if failed and len(results) > 1:
+        print(f"{failed} of {len(results)} inputs could not be read; the others are above", file=sys.stderr)
+    return 2 if failed else 0
 
 
 def cmd_generate(args) -> int:

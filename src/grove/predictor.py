@@ -17,105 +17,104 @@ import numpy as np
 import torch
 
 from grove.data.loader import to_device
-from grove.engine.build import build_model
-from grove.engine.precision import pick_device
 from grove.errors import GroveError
-from grove.models.utils import load_weights
-from grove.rundir import META, RunDir
+from grove.rundir import LoadedRun, load_run
 from grove.tasks.classification import top_k
 
 
 class Predictor:
-    def __init__(self, model: torch.nn.Module, meta: dict, device: torch.device, run: RunDir):
-        self.model = model.eval()
-        self.meta = meta
-        self.data = meta["data"]
-        self.task = meta["task"]
-        self.classes: list[str] = meta["classes"]
-        self.device = device
-        self.modality = self.data["modality"]
-        if self.modality == "image":
-            from grove.data.image import ImageTransform
-
-            self.transform = ImageTransform.from_dict(self.data["transform"])
-        elif self.modality == "audio":
-            from grove.data.audio import AudioTransform
-
-            self.transform = AudioTransform.from_dict(self.data["transform"])
-        else:
-            from grove.data.tokenizers import load_tokenizer
-
-            self.tokenizer = load_tokenizer(run.path / "data")
+    def __init__(self, loaded: LoadedRun):
+        self.run = loaded
+        self.model = loaded.model
+        self.meta = loaded.meta
+        self.data = loaded.meta.data
+        self.task = loaded.meta.task
+        self.classes: list[str] = loaded.classes
+        self.device = loaded.device
+        self.modality = loaded.meta.modality
+        self.transform = loaded.transform
+        self.tokenizer = loaded.tokenizer
 
     @classmethod
     def load(cls, run_dir, checkpoint: str = "best", device: str | None = None) -> "Predictor":
-        run = RunDir.open(run_dir)
-        meta = run.read_json(META)
-        model = build_model(meta["model"]["name"], meta["model"]["options"])
-        weights, _ = run.load_checkpoint(checkpoint, with_state=False)
-        load_weights(model, weights)
-        torch_device = pick_device(device or "auto")
-        return cls(model.to(torch_device), meta, torch_device, run)
+        return cls(load_run(run_dir, checkpoint, device or "auto"))
 
     # -- classification and transcription --------------------------------------------------------
-    @torch.no_grad()
-    def predict(self, inputs, top: int = 5, beam_width: int = 8):
+    def predict(self, inputs, top: int = 5, beam_width: int = 8) -> list:
         """Classifiers: per input, the `top` most probable (label, probability) pairs, best first.
-        Transcription: per input, the transcript (CTC prefix beam search; beam_width 0 is greedy)."""
+        Transcription: per input, the transcript (CTC prefix beam search; beam_width 0 is greedy).
+        The first input that cannot be read raises its GroveError; `predict_each` goes on instead."""
+        results = self.predict_each(inputs, top, beam_width)
+        for result in results:
+            if isinstance(result, GroveError):
+                raise result
+        return results
+
+    @torch.no_grad()
+    def predict_each(self, inputs, top: int = 5, beam_width: int = 8) -> list:
+        """As `predict`, but an input that cannot be read gives its GroveError in its place and
+        every other input is still predicted."""
         if self.task == "lm":
             raise GroveError("this run is a language model: use generate (`grove generate RUN --prompt ...`)")
         if isinstance(inputs, (str, Path)) or (isinstance(inputs, torch.Tensor) and inputs.dim() == 3):
             inputs = [inputs]
-        inputs = list(inputs)
-        if self.task == "ctc":
-            from grove.data.audio import load_audio_batch
-            from grove.tasks.ctc import CTCTask
+        read = {"image": self._read_image, "audio": self._read_audio, "text": self._read_text}[self.modality]
+        items = []
+        for item in inputs:
+            try:
+                items.append(read(item))
+            except GroveError as err:
+                items.append(err)
+        good = [item for item in items if not isinstance(item, GroveError)]
+        outputs = iter(self._predict_batch(good, top, beam_width) if good else [])
+        return [item if isinstance(item, GroveError) else next(outputs) for item in items]
 
-            decoder = CTCTask(self.data["alphabet"])
+    def _predict_batch(self, items: list, top: int, beam_width: int) -> list:
+        if self.task == "ctc":
             transcripts = []
-            for file in inputs:  # one at a time: no padding to mask, and beam search is per utterance
-                features = self.transform(to_device(load_audio_batch(file, self.data), self.device), False)
-                transcripts += decoder.decode(self.model(features["features"], features["lengths"]), beam_width=beam_width)
+            for clip in items:  # one at a time: no padding to mask, and beam search is per utterance
+                features = self.transform(to_device(clip, self.device), False)
+                outputs = self.model(features["features"], features["lengths"])
+                transcripts += self.run.task.decode(outputs, beam_width=beam_width)
             return transcripts
-        batch = {"image": self._image_batch, "audio": self._audio_batch, "text": self._text_batch}[self.modality](inputs)
-        x = batch if self.modality == "text" else self.transform(batch, False)
+        if self.modality == "text":
+            width = max(map(len, items))
+            padded = [row + [self.data["pad_id"]] * (width - len(row)) for row in items]
+            x = torch.tensor(padded, dtype=torch.long, device=self.device)
+        else:
+            x = self.transform(torch.cat(items).to(self.device), False)
         return top_k(self.model(x).float(), self.classes, top)
 
-    def _image_batch(self, images) -> torch.Tensor:
-        """Paths, PIL images, HxW(xC) uint8 arrays or CxHxW uint8 tensors -> a uint8 batch, all
-        resized and cropped the way training images were decoded."""
+    def _read_image(self, image) -> torch.Tensor:
+        """A path, PIL image, HxW(xC) uint8 array or CxHxW uint8 tensor -> a (1, C, H, W) uint8
+        batch, resized and cropped the way training images were decoded."""
         from PIL import Image
 
         from grove.data.image import image_to_tensor, load_image
 
         size, channels = self.data["load_size"], self.data["channels"]
-        tensors = []
-        for image in images:
-            if isinstance(image, (str, Path)):
-                tensors.append(load_image(image, size, channels))
-                continue
-            if isinstance(image, torch.Tensor) and image.dim() == 3:
-                image = image.permute(1, 2, 0).squeeze(-1).numpy()
-            if isinstance(image, np.ndarray):
-                image = Image.fromarray(image.astype(np.uint8))
-            if not isinstance(image, Image.Image):
-                raise GroveError(f"cannot predict on a {type(image).__name__}: pass image paths, PIL images, arrays or CxHxW tensors")
-            tensors.append(image_to_tensor(image, size, channels))
-        return torch.stack(tensors).to(self.device)
+        if isinstance(image, (str, Path)):
+            return load_image(image, size, channels)[None]
+        if isinstance(image, torch.Tensor) and image.dim() == 3:
+            image = image.permute(1, 2, 0).squeeze(-1).numpy()
+        if isinstance(image, np.ndarray):
+            image = Image.fromarray(image.astype(np.uint8))
+        if not isinstance(image, Image.Image):
+            raise GroveError(f"cannot predict on a {type(image).__name__}: pass image paths, PIL images, arrays or CxHxW tensors")
+        return image_to_tensor(image, size, channels)[None]
 
-    def _audio_batch(self, files) -> torch.Tensor:
-        """WAV/FLAC paths -> clips fitted to the training clip length, as keyword data was."""
+    def _read_audio(self, file):
+        """A WAV/FLAC path -> a keyword clip fitted to the training clip length (1, L), or a
+        transcription input {"audio", "lengths"}."""
         from grove.data.audio import load_audio_batch
 
-        return torch.cat([load_audio_batch(f, self.data) for f in files]).to(self.device)
+        return load_audio_batch(file, self.data)
 
-    def _text_batch(self, texts) -> torch.Tensor:
-        ids = self.tokenizer.encode_batch([str(t) for t in texts], add_special_tokens=True, max_length=self.data["max_len"])
-        if not all(ids):
-            raise GroveError("cannot classify an empty text")
-        width = max(map(len, ids))
-        padded = [row + [self.data["pad_id"]] * (width - len(row)) for row in ids]
-        return torch.tensor(padded, dtype=torch.long, device=self.device)
+    def _read_text(self, text) -> list[int]:
+        ids = self.tokenizer.encode_batch([str(text)], add_special_tokens=True, max_length=self.data["max_len"])[0]
+        if not ids:
+            raise GroveError(f"cannot classify {str(text)!r}: it is empty after tokenization")
+        return ids
 
     # -- language models -------------------------------------------------------------------------
     def generate(
@@ -133,8 +132,10 @@ class Predictor:
         idx = torch.tensor([ids], dtype=torch.long, device=self.device)
         try:
             tokens = self.model.generate(idx, max_new_tokens, temperature=temperature, top_k=top_k, top_p=top_p)
-            produced: list[int] = []
-            shown = ""
+            # Decoding after the prompt's tokens gives what joins them: the space before a new
+            # word of a word-level model, none inside a word of a character model.
+            produced = list(ids)
+            shown = self.tokenizer.decode(produced)
             for token in tokens:
                 produced.append(int(token[0, 0]))
                 text = self.tokenizer.decode(produced)

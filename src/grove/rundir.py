@@ -2,13 +2,14 @@
 
     runs/<recipe>/<timestamp>/
       config.yaml        the resolved recipe (what `--resume` continues)
-      meta.json          task, model name and options, classes, data meta (enough to predict)
+      meta.json          RunMeta: task, model name and options, classes, data meta (enough to predict)
       metrics.jsonl      one JSON record per log interval and per evaluation
       tensorboard/       TensorBoard event files
       checkpoints/step-N/{model.safetensors, state.pt}
       checkpoints/last, checkpoints/best -> step-N   (symlinks, switched atomically)
       plots/*.png        loss/accuracy curves, confusion matrix
       data/              files the data set needs later (a tokenizer ...)
+      skipped_files.txt  unreadable data files that were skipped, one path a line (when any were)
       summary.json       written when the run ends: final metrics, speed settings, timings
 
 model.safetensors holds the weights to use (the EMA weights when EMA is on); state.pt holds
@@ -16,25 +17,64 @@ everything else needed to resume: optimiser, scheduler, scaler, raw weights unde
 data position and step. Every file is written to a temporary name and renamed into place, and a
 checkpoint directory is complete before `last` points at it, so a killed process never leaves a
 half-written checkpoint behind.
+
+Every read goes through this module and turns a missing, corrupt or tampered file into one
+GroveError line that names it: YAML is read with the safe loader, tensors with safetensors, and
+state.pt with torch's weights-only unpickler, so no file in a run directory can run code.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import pickle
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
 
 import torch
 import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from grove.errors import GroveError
 
+if TYPE_CHECKING:
+    from grove.config import Recipe
+    from grove.tasks import Task
+
 CONFIG, META, METRICS, SUMMARY = "config.yaml", "meta.json", "metrics.jsonl", "summary.json"
-WEIGHTS, STATE = "model.safetensors", "state.pt"
+WEIGHTS, STATE, SKIPPED = "model.safetensors", "state.pt", "skipped_files.txt"
+SCHEMA_VERSION = 2  # of meta.json; 1 had no task_options (and no schema_version)
+# What a weights-only unpickler, safetensors or a damaged file raise: all "cannot be read".
+UNREADABLE = (SafetensorError, pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError)
+
+
+class ModelRef(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    name: str
+    options: dict
+
+
+class RunMeta(BaseModel):
+    """meta.json: what later commands need to rebuild the model, task and preprocessing."""
+
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    schema_version: int = 1
+    grove_version: str
+    recipe: str
+    task: str
+    task_options: dict = {}
+    model: ModelRef
+    classes: list[str]
+    data: dict  # the data set's meta: modality, transform, tokenizer facts ...
+
+    @property
+    def modality(self) -> str:
+        return self.data.get("modality", "")
 
 
 def atomic_write(path: Path, data: bytes | str) -> None:
@@ -70,6 +110,8 @@ class RunDir:
     @classmethod
     def open(cls, path: str | Path) -> "RunDir":
         run = cls(path)
+        if not run.path.is_dir():
+            raise GroveError(f"run directory {path} does not exist; pass runs/<recipe>/<timestamp>")
         if not (run.path / CONFIG).is_file() or not (run.path / META).is_file():
             raise GroveError(f"{path} is not a grove run directory (no {CONFIG} and {META}); pass runs/<recipe>/<timestamp>")
         return run
@@ -79,13 +121,43 @@ class RunDir:
         atomic_write(self.path / name, json.dumps(obj, indent=2))
 
     def read_json(self, name: str):
-        return json.loads((self.path / name).read_text())
+        path = self.path / name
+        try:
+            return json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise GroveError(f"run file {path} cannot be read ({_first_line(err)}): the run directory is damaged") from None
+
+    def write_meta(self, meta: RunMeta) -> None:
+        self.write_json(META, meta.model_dump())
+
+    def read_meta(self) -> RunMeta:
+        raw = self.read_json(META)
+        try:
+            meta = RunMeta.model_validate(raw)
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(map(str, first["loc"]))
+            raise GroveError(f"run file {self.path / META} is damaged: '{where}' {first['msg'].lower()}") from None
+        if meta.schema_version > SCHEMA_VERSION:
+            raise GroveError(f"run file {self.path / META} was written by a newer grove (schema {meta.schema_version}); upgrade grove")
+        return meta
 
     def write_config(self, config: dict) -> None:
         atomic_write(self.path / CONFIG, yaml.safe_dump(config, sort_keys=False))
 
     def read_config(self) -> dict:
-        return yaml.safe_load((self.path / CONFIG).read_text())
+        path = self.path / CONFIG
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
+            raise GroveError(f"run file {path} cannot be read ({_first_line(err)}): the run directory is damaged") from None
+        if not isinstance(raw, dict):
+            raise GroveError(f"run file {path} is not a recipe mapping: the run directory is damaged")
+        return raw
+
+    def write_skipped(self, paths) -> None:
+        if paths:
+            atomic_write(self.path / SKIPPED, "".join(f"{p}\n" for p in sorted(paths)))
 
     def write_data_files(self, files: dict) -> None:
         (self.path / "data").mkdir(exist_ok=True)
@@ -101,7 +173,10 @@ class RunDir:
         path = self.path / METRICS
         if not path.exists():
             return []
-        return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        try:
+            return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise GroveError(f"run file {path} cannot be read ({_first_line(err)}): the run directory is damaged") from None
 
     def truncate_metrics(self, n_records: int) -> None:
         """Forget records written after the checkpoint being resumed (they will be written again)."""
@@ -138,11 +213,14 @@ class RunDir:
         path = self.checkpoint(tag)
         if path is None:
             raise GroveError(f"{self.path} has no '{tag}' checkpoint yet (the run stopped before its first one)")
-        try:
-            weights = load_file(path / WEIGHTS)
-            state = torch.load(path / STATE, map_location="cpu", weights_only=True) if with_state else None
-        except (SafetensorError, RuntimeError, OSError) as err:
-            raise GroveError(f"checkpoint {path} cannot be read ({err}); delete it to fall back to an older one") from None
+        weights = read_weights(path / WEIGHTS, "checkpoint file")
+        state = None
+        if with_state:
+            try:
+                state = torch.load(path / STATE, map_location="cpu", weights_only=True)
+            except UNREADABLE as err:
+                raise GroveError(f"checkpoint file {path / STATE} cannot be read ({_first_line(err)}); "
+                                 "delete that checkpoint to fall back to an older one") from None
         return weights, state
 
     def _prune(self) -> None:
@@ -150,3 +228,84 @@ class RunDir:
         for old in self.checkpoints.glob("step-*"):
             if old.name not in keep:
                 shutil.rmtree(old, ignore_errors=True)
+
+
+def read_weights(path: Path, what: str = "weights file") -> dict[str, torch.Tensor]:
+    """A safetensors file as a state dict; anything else (a pickle renamed, a truncated file) is one line."""
+    try:
+        return load_file(path)
+    except UNREADABLE as err:
+        raise GroveError(f"{what} {path} is not a readable safetensors file ({_first_line(err)})") from None
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:200] if text else type(err).__name__
+
+
+# -- a trained run, rebuilt from its directory alone ---------------------------------------------
+@dataclass
+class LoadedRun:
+    """What `load_run` rebuilds: every later command (evaluate, predict, generate ...) starts here."""
+
+    dir: RunDir
+    meta: RunMeta
+    recipe: Recipe  # the resolved recipe the run trained with
+    model: torch.nn.Module  # eval mode, on `device`, weights of `checkpoint`
+    task: Task
+    transform: Callable  # (batch, train) -> model input, as during training's evaluation
+    tokenizer: Any | None  # text runs
+    device: torch.device
+    checkpoint: str
+
+    @property
+    def classes(self) -> list[str]:
+        return self.meta.classes
+
+
+def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "auto") -> LoadedRun:
+    """Model, task, preprocessing and class names of a run, from its directory alone."""
+    from grove.config import validate
+    from grove.device import pick_device
+    from grove.models.utils import load_weights
+    from grove.registry import MODELS
+    from grove.tasks import create_task
+
+    run = RunDir.open(run_dir)
+    meta = run.read_meta()
+    try:
+        recipe = validate(run.read_config())
+    except GroveError as err:
+        raise GroveError(f"run file {run.path / CONFIG} is damaged: {err}") from None
+    torch_device = pick_device(device, key="--device")
+    try:
+        model = MODELS.create(meta.model.name, **meta.model.options)
+    except (TypeError, ValueError) as err:
+        raise GroveError(f"run file {run.path / META} names a model that cannot be built ({_first_line(err)})") from None
+    weights, _ = run.load_checkpoint(checkpoint, with_state=False)
+    try:
+        load_weights(model, weights)
+    except ValueError as err:
+        raise GroveError(f"checkpoint '{checkpoint}' of {run.path} does not fit the model in {META} ({_first_line(err)})") from None
+    task = create_task(meta.task, meta.classes, meta.data, meta.task_options)
+    transform, tokenizer = _preprocessing(meta, run.path / "data")
+    return LoadedRun(run, meta, recipe, model.to(torch_device).eval(), task, transform, tokenizer, torch_device, checkpoint)
+
+
+def _preprocessing(meta: RunMeta, data_dir: Path) -> tuple[Callable, Any | None]:
+    """The batch transform and tokenizer a run's model was trained behind."""
+    if meta.modality == "image":
+        from grove.data.image import ImageTransform
+
+        return ImageTransform.from_dict(meta.data["transform"]), None
+    if meta.modality == "audio":
+        from grove.data.audio import AudioTransform
+
+        return AudioTransform.from_dict(meta.data["transform"]), None
+    from grove.data.tokenizers import load_tokenizer
+
+    return _identity, load_tokenizer(data_dir)
+
+
+def _identity(x, train: bool):
+    return x

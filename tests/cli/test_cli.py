@@ -78,7 +78,7 @@ def test_user_mistakes_are_one_line_and_leave_no_run_directory(tmp_path):
         (["train", "no-such-recipe"], "no recipe named"),
         (["train", "imagenet-resnet50"], "data.root is required"),
         (["train", "digits-cnn", "data.batch_size=100000"], "larger than the training split"),
-        (["evaluate", tmp_path / "missing"], "not a grove run directory"),
+        (["evaluate", tmp_path / "missing"], "does not exist"),
         (["train"], "name a recipe"),
     ]:
         where = [f"run.dir={tmp_path}"] if args[0] == "train" and len(args) > 1 else []

@@ -13,23 +13,48 @@ from grove.data.base import DataBundle
 from grove.errors import GroveError
 from grove.models.utils import load_weights
 from grove.registry import DATASETS, MODELS, create_model
-from grove.tasks.classification import ClassificationTask
-from grove.tasks.lm import LanguageModelTask
+from grove.rundir import UNREADABLE, RunDir, read_weights
 
 
 def build_data(data_cfg) -> DataBundle:
     return DATASETS.create(data_cfg.name, **data_cfg.options())
 
 
-def build_task(recipe: Recipe, bundle: DataBundle):
-    if recipe.task == "lm":
-        stateful = getattr(bundle.train, "sequential", False)
-        return LanguageModelTask(stateful=stateful, chars_per_token=bundle.meta.get("chars_per_token"))
-    if recipe.task == "ctc":
-        from grove.tasks.ctc import CTCTask
+def build_split(data_cfg, split: str, run: RunDir):
+    """One split of a trained run's data set, behind the preprocessing the run saved.
 
-        return CTCTask(alphabet=bundle.meta["alphabet"])
-    return ClassificationTask(len(bundle.classes), label_smoothing=recipe.train.label_smoothing)
+    Builders that take `splits` build only the ones asked for, and builders that take
+    `saved_dir` reuse the files in the run's data/ folder (a fitted tokenizer) instead of fitting
+    them again. Either way the files the data set would save must equal the run's: a tokenizer
+    refitted on changed data would silently give other token ids.
+    """
+    entry = DATASETS.get(data_cfg.name)
+    options = data_cfg.options()
+    if entry.accepts("splits"):
+        options["splits"] = [split]
+    if entry.accepts("saved_dir"):
+        options["saved_dir"] = str(run.path / "data")
+    bundle = DATASETS.create(data_cfg.name, **options)
+    data = getattr(bundle, split, None) if split in ("train", "val", "test") else None
+    if data is None:
+        available = [name for name in ("train", "val", "test") if getattr(bundle, name) is not None]
+        raise GroveError(f"data set '{data_cfg.name}' has no '{split}' split; choose from {', '.join(available)}")
+    for name, content in bundle.files.items():
+        saved = run.path / "data" / name
+        fresh = content.encode() if isinstance(content, str) else content
+        if not saved.is_file() or saved.read_bytes() != fresh:
+            raise GroveError(f"the data set now gives another {name} than {saved} saved at training time "
+                             "(its files changed?): evaluate on the data the run trained with")
+    return data
+
+
+def task_options(recipe: Recipe, bundle: DataBundle) -> dict:
+    """What the task needs beyond classes and data meta; saved in meta.json for later commands."""
+    if recipe.task == "lm":
+        return {"stateful": bool(getattr(bundle.train, "sequential", False))}
+    if recipe.task == "classification":
+        return {"label_smoothing": recipe.train.label_smoothing}
+    return {}
 
 
 def model_options(recipe: Recipe, bundle: DataBundle) -> dict:
@@ -51,16 +76,21 @@ def load_pretrained(model: nn.Module, path: str) -> None:
     file = Path(path)
     if not file.is_file():
         raise GroveError(f"model.weights: {path} does not exist")
-    try:
-        if file.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            weights = load_file(file)
-        else:
+    if file.suffix == ".safetensors":
+        weights = read_weights(file, "model.weights:")
+    else:
+        try:  # the weights-only unpickler: a pickle that would run code is refused, not run
             weights = torch.load(file, map_location="cpu", weights_only=True)
-            weights = weights.get("state_dict", weights.get("model", weights))
+        except UNREADABLE as err:
+            reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
+            raise GroveError(f"model.weights: {path} is not a plain state dict ({reason}); "
+                             "save it with torch.save(model.state_dict()) or as .safetensors") from None
+        if not isinstance(weights, dict):
+            raise GroveError(f"model.weights: {path} holds a {type(weights).__name__}, not a state dict")
+        weights = weights.get("state_dict", weights.get("model", weights))
+    try:
         load_weights(model, weights)
-    except (ValueError, RuntimeError, OSError) as err:
+    except (ValueError, RuntimeError) as err:
         raise GroveError(f"model.weights: {path} does not fit model: {str(err).splitlines()[0]}") from None
 
 

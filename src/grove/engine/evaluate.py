@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from contextlib import nullcontext
+from dataclasses import dataclass
+from typing import Callable
 
 import torch
 
@@ -10,8 +11,9 @@ from grove.data.loader import BatchLoader
 from grove.engine.logging import plot_confusion, plot_curves
 from grove.engine.precision import Speed
 from grove.errors import GroveError
-from grove.models.utils import count_params, load_weights
-from grove.rundir import SUMMARY, RunDir
+from grove.models.utils import load_weights
+from grove.rundir import SUMMARY, RunDir, load_run
+from grove.tasks import Task
 
 
 @torch.no_grad()
@@ -20,7 +22,7 @@ def evaluate(model, loader: BatchLoader, task, transform, speed: Speed, per_clas
     was_training = model.training
     model.eval()
     metrics = task.metrics(loader.device)
-    with getattr(task, "fresh_state", nullcontext)():
+    with task.fresh_state():
         for inputs, targets in loader.epoch(0):
             inputs = speed.memory_format(transform(inputs, False))
             with speed.autocast():
@@ -31,75 +33,85 @@ def evaluate(model, loader: BatchLoader, task, transform, speed: Speed, per_clas
     return metrics.compute(per_class=per_class)
 
 
-def final_report(trainer, run: RunDir) -> dict:
-    """Best weights on the test split (val when there is none); summary.json and plots."""
-    best = run.checkpoint("best")
-    model = trainer.eval_model
-    if best is not None:
+@dataclass
+class FinishedRun:
+    """A run that has just trained, as the final report sees it."""
+
+    run: RunDir
+    recipe_name: str
+    model_name: str
+    model: torch.nn.Module  # the weights evaluation uses (the EMA copy under EMA)
+    task: Task
+    transform: Callable
+    speed: Speed
+    progress: dict  # the loop's Progress, as a dict
+    params: int
+    eval_split: str  # "test", or "val" when the data set has no test split
+    eval_loader: BatchLoader
+    skipped_files: set[str]  # unreadable files skipped while training and validating
+    processes: int
+    is_main: bool
+    classes: list[str]
+    data_files: dict  # files the data set saved in the run (a tokenizer ...)
+
+
+def final_report(result: FinishedRun) -> dict:
+    """Best weights on the test split (val when there is none); summary.json, skipped_files.txt, plots."""
+    run, model, p = result.run, result.model, result.progress
+    if run.checkpoint("best") is not None:
         weights, _ = run.load_checkpoint("best", with_state=False)
         load_weights(model, weights)
-    split, loader = ("test", trainer.test_loader) if trainer.test_loader is not None else ("val", trainer.val_loader)
-    figures = evaluate(model, loader, trainer.task, trainer.bundle.transform, trainer.speed, per_class=True)
-    p = trainer.progress
+    figures = evaluate(model, result.eval_loader, result.task, result.transform, result.speed, per_class=True)
+    skipped = result.skipped_files | result.eval_loader.skipped
     summary = {
         "run": str(run.path),
-        "recipe": trainer.recipe_name,
-        "model": trainer.recipe.model.name,
-        "params": count_params(trainer.model),
-        "steps": p.step,
-        "epochs": p.epoch,
-        "best_step": p.best_step,
-        f"best_val_{trainer.task.monitor}": p.best,
-        "split": split,
+        "recipe": result.recipe_name,
+        "model": result.model_name,
+        "params": result.params,
+        "steps": p["step"],
+        "epochs": p["epoch"],
+        "best_step": p["best_step"],
+        f"best_val_{result.task.monitor}": p["best"],
+        "split": result.eval_split,
         **{k: v for k, v in figures.items() if k not in ("per_class", "confusion_matrix")},
-        "skipped_steps": p.skipped_steps,
-        "skipped_files": len(trainer.train_loader.skipped),
-        "train_seconds": round(p.train_seconds, 2),
-        "processes": trainer.procs.world_size,
-        "speed": trainer.speed.describe(),
+        "skipped_steps": p["skipped_steps"],
+        "skipped_files": len(skipped),
+        "train_seconds": round(p["train_seconds"], 2),
+        "processes": result.processes,
+        "speed": result.speed.describe(),
     }
-    if trainer.procs.is_main:
+    if result.is_main:
         if hasattr(model, "save_pretrained"):  # Hugging Face models go back out in their own format
             model.save_pretrained(run.path / "hf")
-            for name, content in trainer.bundle.files.items():
+            for name, content in result.data_files.items():
                 (run.path / "hf" / name).write_bytes(content if isinstance(content, bytes) else content.encode())
         details = {k: figures[k] for k in ("per_class", "confusion_matrix") if k in figures}
         run.write_json(SUMMARY, {**summary, **details})
+        run.write_skipped(skipped)
         plot_curves(run)
         if "confusion_matrix" in figures:
-            plot_confusion(figures["confusion_matrix"], trainer.bundle.classes, run.plots / f"confusion_{split}.png")
+            plot_confusion(figures["confusion_matrix"], result.classes, run.plots / f"confusion_{result.eval_split}.png")
     return summary
 
 
 def evaluate_run(run_dir: str, split: str = "test", checkpoint: str = "best", device: str = "auto") -> dict:
-    """`grove evaluate`: rebuild the data from the run's recipe, load a checkpoint, evaluate a split."""
-    from grove.config import validate
-    from grove.engine.build import build_data, build_model, build_task
-    from grove.engine.precision import pick_device, resolve_speed
+    """`grove evaluate`: a checkpoint of a run on one split, rebuilt from the run directory alone."""
+    from grove.engine.build import build_split
+    from grove.engine.precision import resolve_speed
 
-    run = RunDir.open(run_dir)
-    recipe = validate(run.read_config())
-    meta = run.read_json("meta.json")
-    bundle = build_data(recipe.data)
-    data = {"train": bundle.train, "val": bundle.val, "test": bundle.test}.get(split)
-    if data is None:
-        available = [name for name in ("train", "val", "test") if getattr(bundle, name) is not None]
-        raise GroveError(f"data set '{recipe.data.name}' has no '{split}' split; choose from {', '.join(available)}")
-    torch_device = pick_device(device)
-    model = build_model(meta["model"]["name"], meta["model"]["options"])
-    weights, _ = run.load_checkpoint(checkpoint, with_state=False)
-    load_weights(model, weights)
-    model.to(torch_device)
-    speed = resolve_speed(recipe.train, torch_device, model.example_input(1).dim() == 4)
+    loaded = load_run(run_dir, checkpoint, device)
+    recipe = loaded.recipe
+    data = build_split(recipe.data, split, loaded.dir)
+    model = loaded.model
+    speed = resolve_speed(recipe.train, loaded.device, model.example_input(1).dim() == 4)
     speed.compile = False
     if speed.channels_last:
         model.to(memory_format=torch.channels_last)
-    task = build_task(recipe, bundle)
-    loader = BatchLoader(data, recipe.data.eval_batch_size or 256, train=False, device=torch_device, strict=recipe.data.strict)
-    figures = evaluate(model, loader, task, bundle.transform, speed, per_class=True)
-    figures.update(split=split, checkpoint=checkpoint, classes=meta["classes"], skipped_files=len(loader.skipped))
-    run.write_json(f"eval_{split}.json", figures)
+    loader = BatchLoader(data, recipe.data.eval_batch_size or 256, train=False, device=loaded.device, strict=recipe.data.strict)
+    figures = evaluate(model, loader, loaded.task, loaded.transform, speed, per_class=True)
+    figures.update(split=split, checkpoint=checkpoint, classes=loaded.classes, skipped_files=len(loader.skipped))
+    loaded.dir.write_json(f"eval_{split}.json", figures)
     if "confusion_matrix" in figures:
-        run.plots.mkdir(exist_ok=True)
-        plot_confusion(figures["confusion_matrix"], meta["classes"], run.plots / f"confusion_{split}.png")
+        loaded.dir.plots.mkdir(exist_ok=True)
+        plot_confusion(figures["confusion_matrix"], loaded.classes, loaded.dir.plots / f"confusion_{split}.png")
     return figures

@@ -8,6 +8,7 @@ there and nowhere in the step), so a GPU is never waiting on Python.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -18,22 +19,24 @@ from tqdm import tqdm
 from grove.config import Recipe
 from grove.data.loader import BatchLoader
 from grove.engine import distributed as D
+from grove.device import pick_device
 from grove.engine.build import (
     build_data,
     build_model,
     build_optimizer,
-    build_task,
     load_pretrained,
     lr_factor,
     model_options,
+    task_options,
 )
 from grove.engine.ema import EMA
-from grove.engine.evaluate import evaluate, final_report
+from grove.engine.evaluate import FinishedRun, evaluate, final_report
 from grove.engine.logging import MetricsLog
-from grove.engine.precision import pick_device, resolve_speed
+from grove.engine.precision import resolve_speed
 from grove.errors import GroveError
 from grove.models.utils import count_params, load_weights, weights_of
-from grove.rundir import RunDir
+from grove.rundir import SCHEMA_VERSION, ModelRef, RunDir, RunMeta
+from grove.tasks import create_task
 
 
 @dataclass
@@ -92,7 +95,8 @@ class Trainer:
         seed_everything(t.seed + procs.rank, t.deterministic, device)
 
         self.bundle = build_data(d)
-        self.task = build_task(recipe, self.bundle)
+        self.task_options = task_options(recipe, self.bundle)
+        self.task = create_task(recipe.task, self.bundle.classes, self.bundle.meta, self.task_options)
         self.model_options = model_options(recipe, self.bundle)
         model = build_model(recipe.model.name, self.model_options)
         if recipe.model.weights:
@@ -137,9 +141,10 @@ class Trainer:
             run = RunDir.open(resume)
             if run.checkpoint("last") is not None:
                 self.restore(run)
-            else:  # killed before its first checkpoint: start over in the same directory
+            else:
                 self.init_from_data()
                 if self.procs.is_main:
+                    print(f"{run.path} has no checkpoint yet (it stopped before its first one): training starts over there")
                     run.truncate_metrics(0)
             return run
         self.init_from_data()
@@ -147,7 +152,7 @@ class Trainer:
         if self.procs.is_main:
             run = RunDir.create(self.recipe.run.dir, self.recipe.run.name or self.recipe_name)
             run.write_config(self.recipe.to_dict())
-            run.write_json("meta.json", self.meta())
+            run.write_meta(self.meta())
             run.write_data_files(self.bundle.files)
             path = str(run.path)
         return RunDir(D.broadcast(path, self.procs))
@@ -160,17 +165,19 @@ class Trainer:
             if self.ema:
                 self.ema.model.load_state_dict(self.model.state_dict())
 
-    def meta(self) -> dict:
+    def meta(self) -> RunMeta:
         import grove
 
-        return {
-            "grove_version": grove.__version__,
-            "recipe": self.recipe_name,
-            "task": self.task.name,
-            "model": {"name": self.recipe.model.name, "options": self.model_options},
-            "classes": self.bundle.classes,
-            "data": self.bundle.meta,
-        }
+        return RunMeta(
+            schema_version=SCHEMA_VERSION,
+            grove_version=grove.__version__,
+            recipe=self.recipe_name,
+            task=self.task.name,
+            task_options=self.task_options,
+            model=ModelRef(name=self.recipe.model.name, options=self.model_options),
+            classes=self.bundle.classes,
+            data=self.bundle.meta,
+        )
 
     def restore(self, run: RunDir) -> None:
         weights, state = run.load_checkpoint("last")
@@ -181,8 +188,7 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        if hasattr(self.task, "load_state_dict"):
-            self.task.load_state_dict(state["task"][self.procs.rank], self.device)
+        self.task.load_state_dict(state["task"][self.procs.rank], self.device)
         rng = state["rng"][self.procs.rank]
         torch.set_rng_state(rng["cpu"])
         if "cuda" in rng and self.device.type == "cuda":
@@ -196,7 +202,7 @@ class Trainer:
         if self.device.type == "cuda":
             rng["cuda"] = torch.cuda.get_rng_state(self.device)
         rngs = D.gather(rng, self.procs)
-        task_states = D.gather(self.task.state_dict(), self.procs) if hasattr(self.task, "state_dict") else None
+        task_states = D.gather(self.task.state_dict(), self.procs)
         if self.procs.is_main:
             self.progress.metrics_records = log.records
             state = {
@@ -239,11 +245,29 @@ class Trainer:
                 self.train_one_epoch(train_model, run, log, started)
                 if not self.early_stop():
                     self.validate_and_checkpoint(run, log, end_of_epoch=True)
+        except GroveError as err:
+            if resume is None and main and run.checkpoint("last") is None:
+                log.close()
+                shutil.rmtree(run.path, ignore_errors=True)  # nothing to resume: leave no half run behind
+                raise GroveError(f"{err} (the run stopped before its first checkpoint; nothing was kept)") from None
+            raise
         finally:
             log.close()
-        summary = final_report(self, run)
+        summary = final_report(self.finished(run))
         D.barrier(self.procs)
         return summary
+
+    def finished(self, run: RunDir) -> FinishedRun:
+        """What the final report needs of the run that just trained."""
+        eval_loader = self.test_loader if self.test_loader is not None else self.val_loader
+        skipped = self.train_loader.skipped | self.val_loader.skipped
+        return FinishedRun(
+            run=run, recipe_name=self.recipe_name, model_name=self.recipe.model.name, model=self.eval_model,
+            task=self.task, transform=self.bundle.transform, speed=self.speed, progress=asdict(self.progress),
+            params=count_params(self.model), eval_split="test" if self.test_loader is not None else "val",
+            eval_loader=eval_loader, skipped_files=skipped, processes=self.procs.world_size,
+            is_main=self.procs.is_main, classes=self.bundle.classes, data_files=self.bundle.files,
+        )
 
     def early_stop(self) -> bool:
         patience = self.recipe.train.early_stopping_patience
@@ -252,7 +276,7 @@ class Trainer:
     def train_one_epoch(self, train_model, run: RunDir, log: MetricsLog, started: float) -> None:
         t, p = self.recipe.train, self.progress
         train_model.train()
-        if p.batch == 0 and hasattr(self.task, "reset"):
+        if p.batch == 0:
             self.task.reset()
         window = self.task.metrics(self.device)
         # The window's step losses summed on the device: non-finite once any of them was.

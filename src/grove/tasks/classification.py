@@ -10,8 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from grove.tasks.base import Task
 
-class ClassificationTask:
+
+class ClassificationTask(Task):
     name = "classification"
     monitor = "accuracy"  # the validation metric that picks `best` and drives early stopping
     monitor_mode = "max"

@@ -20,8 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from grove.tasks.base import Task
 
-class CTCTask:
+
+class CTCTask(Task):
     name = "ctc"
     monitor = "cer"  # the validation metric that picks `best` and drives early stopping
     monitor_mode = "min"

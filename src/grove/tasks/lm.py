@@ -14,6 +14,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from grove.tasks.base import Task
+
 
 def detach(state):
     if state is None:
@@ -23,7 +25,7 @@ def detach(state):
     return type(state)(detach(s) for s in state)
 
 
-class LanguageModelTask:
+class LanguageModelTask(Task):
     name = "lm"
     monitor = "loss"
     monitor_mode = "min"
