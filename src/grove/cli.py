@@ -45,7 +45,7 @@ def parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("evaluate", help="metrics of a run's checkpoint on a split")
     e.add_argument("run_dir")
-    e.add_argument("--split", default="test")
+    e.add_argument("--split", help="train, val or test (default: test, or val where there is no test split)")
     e.add_argument("--checkpoint", default="best", choices=["best", "last"])
     e.add_argument("--device", default="auto")
     e.add_argument("--json", action="store_true", help="print the full result as JSON")

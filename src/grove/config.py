@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PydanticSchemaGenerationError, TypeAdapter, ValidationError
 
 from grove.errors import GroveError, did_you_mean
 from grove.registry import DATASETS, MODELS
@@ -147,6 +147,10 @@ def load_recipe(name_or_path: str, overrides: list[str] = ()) -> tuple[Recipe, s
 def read_yaml(path: Path) -> dict:
     try:
         raw = yaml.safe_load(path.read_text())
+    except (UnicodeDecodeError, ValueError):
+        raise GroveError(f"recipe {path} is not a text file; a recipe is a YAML file (`grove recipes` lists the built-in ones)") from None
+    except OSError as err:
+        raise GroveError(f"recipe {path} cannot be read: {err.strerror or err}") from None
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
@@ -177,26 +181,51 @@ def validate(raw: dict) -> Recipe:
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as err:
-        raise GroveError(_describe(err.errors()[0], raw)) from None
-    _check_options("model", recipe.model.name, recipe.model.options(), MODELS)
-    _check_options("data", recipe.data.name, recipe.data.options(), DATASETS)
+        # A misspelt key also makes the key it meant "missing": name the misspelling first.
+        errors = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")
+        raise GroveError(_describe(errors[0], raw)) from None
+    recipe.model.__pydantic_extra__.update(_check_options("model", recipe.model.name, recipe.model.options(), MODELS))
+    recipe.data.__pydantic_extra__.update(_check_options("data", recipe.data.name, recipe.data.options(), DATASETS))
     return recipe
 
 
-def _check_options(section: str, name: str, options: dict, registry) -> None:
+def _check_options(section: str, name: str, options: dict, registry) -> dict:
+    """The options checked by name and by type against the builder's signature, before anything
+    is built; returns them as the builder's annotations read them (e.g. a list as a tuple)."""
     entry = registry.get(name) if name in registry else None
     if entry is None:
         raise GroveError(
             f"recipe key '{section}.name': unknown {registry.kind} '{name}'"
             f"{did_you_mean(name, registry.names())}; `{registry.list_command}` lists them"
         )
-    for key in options:
+    checked = {}
+    for key, value in options.items():
         if not entry.accepts(key):
             known = [k for k in entry.parameters()] + _fixed_keys(section)
             raise GroveError(
                 f"unknown recipe key '{section}.{key}'{did_you_mean(key, known)}; "
                 f"{registry.kind} '{name}' takes: {', '.join(sorted(known))}"
             )
+        expected = entry.option_type(key)
+        if expected is None:
+            checked[key] = value
+            continue
+        try:
+            checked[key] = TypeAdapter(expected).validate_python(value)
+        except ValidationError as err:
+            first = err.errors()[0]
+            inner = "".join(f".{p}" for p in first["loc"] if isinstance(p, str) and not p.startswith(("function", "union")))
+            raise GroveError(
+                f"recipe key '{section}.{key}{inner}': {first['msg'].lower()} (got {value!r}); "
+                f"{registry.kind} '{name}' takes {key}: {_type_name(expected)}"
+            ) from None
+        except PydanticSchemaGenerationError:  # an annotation pydantic cannot check: leave it to the builder
+            checked[key] = value
+    return checked
+
+
+def _type_name(annotation) -> str:
+    return getattr(annotation, "__name__", None) or str(annotation).replace("typing.", "")
 
 
 def _fixed_keys(section: str) -> list[str]:

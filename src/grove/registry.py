@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import inspect
+import typing
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -27,6 +28,27 @@ class Entry:
 
     def parameters(self) -> dict[str, inspect.Parameter]:
         return dict(inspect.signature(self.fn).parameters)
+
+    def option_type(self, key: str):
+        """The type an option must have: its annotation, else the type of a scalar default
+        (a float default also takes ints), else None (anything goes)."""
+        param = self.parameters().get(key)
+        if param is None or param.kind is param.VAR_KEYWORD:
+            return None
+        try:
+            hints = typing.get_type_hints(self.fn, include_extras=True)
+        except Exception:  # an annotation that does not resolve outside its module: fall back to the default
+            hints = {}
+        if key in hints:
+            return hints[key]
+        default = param.default
+        if isinstance(default, bool):
+            return bool
+        if isinstance(default, float):
+            return float
+        if isinstance(default, (int, str)):
+            return type(default)
+        return None
 
     def accepts(self, key: str) -> bool:
         params = self.parameters().values()

@@ -30,6 +30,7 @@ import os
 import pickle
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -214,13 +215,7 @@ class RunDir:
         if path is None:
             raise GroveError(f"{self.path} has no '{tag}' checkpoint yet (the run stopped before its first one)")
         weights = read_weights(path / WEIGHTS, "checkpoint file")
-        state = None
-        if with_state:
-            try:
-                state = torch.load(path / STATE, map_location="cpu", weights_only=True)
-            except UNREADABLE as err:
-                raise GroveError(f"checkpoint file {path / STATE} cannot be read ({_first_line(err)}); "
-                                 "delete that checkpoint to fall back to an older one") from None
+        state = read_torch_file(path / STATE, "checkpoint file", "delete that checkpoint to fall back to an older one") if with_state else None
         return weights, state
 
     def _prune(self) -> None:
@@ -236,6 +231,18 @@ def read_weights(path: Path, what: str = "weights file") -> dict[str, torch.Tens
         return load_file(path)
     except UNREADABLE as err:
         raise GroveError(f"{what} {path} is not a readable safetensors file ({_first_line(err)})") from None
+
+
+def read_torch_file(path: Path, what: str, advice: str):
+    """A torch.save file through the weights-only unpickler: tensors and plain containers only."""
+    try:
+        with warnings.catch_warnings():  # torch warns about the pickle protocol before refusing
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise GroveError(f"{what} {path} holds objects other than tensors, which grove never unpickles; {advice}") from None
+    except UNREADABLE as err:
+        raise GroveError(f"{what} {path} cannot be read ({_first_line(err)}); {advice}") from None
 
 
 def _first_line(err: BaseException) -> str:

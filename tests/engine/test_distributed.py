@@ -10,7 +10,7 @@ from grove.rundir import RunDir
 ARGS = ["digits-cnn", "train.epochs=2", "train.precision=fp32", "train.log_every=10"]
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_two_processes_match_one_process(tmp_path):
     one = run_grove("train", *ARGS, f"run.dir={tmp_path / 'one'}")
     assert one.returncode == 0, one.stderr
@@ -30,7 +30,7 @@ def test_two_processes_match_one_process(tmp_path):
     assert s1["confusion_matrix"] == s2["confusion_matrix"] or abs(s1["loss"] - s2["loss"]) < 1e-3
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_a_user_error_in_several_processes_is_one_line(tmp_path):
     result = run_grove("train", *ARGS, "data.batch_size=33", f"run.dir={tmp_path}", "--nproc", "2")
     assert result.returncode == 2

@@ -67,7 +67,7 @@ def test_language_model_trains_and_its_run_keeps_the_tokenizer(tmp_path, corpus,
     assert tokenizer.decode(tokenizer.encode("Speak, speak.", add_special_tokens=False)) == "Speak, speak."
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_lstm_stream_run_killed_and_resumed_ends_with_identical_weights(tmp_path, corpus):
     # 72 batches an epoch; the task's hidden state at each checkpoint must carry over exactly.
     args = ["shakespeare-char-lstm", *TINY_LSTM, f"data.root={corpus}", "train.epochs=2", "train.max_steps=null",

@@ -126,7 +126,7 @@ def test_fp16_needs_cuda(tmp_path):
         digits_run(tmp_path, "train.precision=fp16")
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_compiled_training_matches_eager(tmp_path):
     eager, _ = digits_run(tmp_path / "a", "train.epochs=1")
     compiled, _ = digits_run(tmp_path / "b", "train.epochs=1", "train.compile=true")

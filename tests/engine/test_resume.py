@@ -18,7 +18,7 @@ def train_records(run: RunDir):
     return [(r["step"], r["loss"], r["accuracy"], r["lr"]) for r in run.read_metrics() if r["split"] == "train"]
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize("kill_after_step", [70, 500])
 def test_sigkill_then_resume_gives_identical_weights_and_metrics(tmp_path, kill_after_step):
     full_run, cut_run = train_killed_and_resumed(tmp_path, ARGS, kill_after_step)

@@ -7,7 +7,6 @@ checkpoints), not accuracy, so transcripts may well be empty.
 
 import json
 import re
-import shutil
 import subprocess
 
 import numpy as np
@@ -19,7 +18,7 @@ from grove.config import validate
 from grove.engine.loop import train
 from grove.rundir import RunDir
 
-pytestmark = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
+pytestmark = [pytest.mark.espeak, pytest.mark.e2e]
 
 VOICES = ["en-us+m3", "en-gb+f3", "en-029+klatt", "en-us+f1", "en-gb-scotland+m1"]
 WORDS = ["yes", "no", "seven"]
@@ -167,7 +166,7 @@ def metric_records(run: RunDir) -> list:
     return [(r["split"], r["step"], r["epoch"], r["loss"], r["accuracy"]) for r in run.read_metrics()]
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_sigkill_then_resume_of_a_speech_run_gives_identical_weights(tmp_path, keyword_run):
     # keyword_run has generated (and cached) the audio, so both runs below start training at once.
     recipe = tmp_path / "tiny-words.yaml"

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import pickle
+import warnings
 from pathlib import Path
 
 import torch
@@ -13,28 +15,31 @@ from grove.data.base import DataBundle
 from grove.errors import GroveError
 from grove.models.utils import load_weights
 from grove.registry import DATASETS, MODELS, create_model
-from grove.rundir import UNREADABLE, RunDir, read_weights
+from grove.rundir import RunDir, read_torch_file, read_weights
 
 
 def build_data(data_cfg) -> DataBundle:
     return DATASETS.create(data_cfg.name, **data_cfg.options())
 
 
-def build_split(data_cfg, split: str, run: RunDir):
+def build_split(data_cfg, split: str | None, run: RunDir) -> tuple[str, object]:
     """One split of a trained run's data set, behind the preprocessing the run saved.
 
-    Builders that take `splits` build only the ones asked for, and builders that take
+    `split` None is the test split, or val where there is none. Builders that take `splits`
+    build only the ones asked for, and builders that take
     `saved_dir` reuse the files in the run's data/ folder (a fitted tokenizer) instead of fitting
     them again. Either way the files the data set would save must equal the run's: a tokenizer
     refitted on changed data would silently give other token ids.
     """
     entry = DATASETS.get(data_cfg.name)
     options = data_cfg.options()
-    if entry.accepts("splits"):
-        options["splits"] = [split]
     if entry.accepts("saved_dir"):
         options["saved_dir"] = str(run.path / "data")
+    if entry.accepts("splits"):
+        options["splits"] = [split] if split else ["test", "val"]
     bundle = DATASETS.create(data_cfg.name, **options)
+    if split is None:  # the test split, or val for data sets without one
+        split = "test" if bundle.test is not None else "val"
     data = getattr(bundle, split, None) if split in ("train", "val", "test") else None
     if data is None:
         available = [name for name in ("train", "val", "test") if getattr(bundle, name) is not None]
@@ -45,7 +50,7 @@ def build_split(data_cfg, split: str, run: RunDir):
         if not saved.is_file() or saved.read_bytes() != fresh:
             raise GroveError(f"the data set now gives another {name} than {saved} saved at training time "
                              "(its files changed?): evaluate on the data the run trained with")
-    return data
+    return split, data
 
 
 def task_options(recipe: Recipe, bundle: DataBundle) -> dict:
@@ -66,9 +71,17 @@ def model_options(recipe: Recipe, bundle: DataBundle) -> dict:
 
 def build_model(name: str, options: dict) -> nn.Module:
     try:
-        return create_model(name, **options)
+        with warnings.catch_warnings():  # torch warns about a checkpoint's pickle protocol before refusing it
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return create_model(name, **options)
     except (TypeError, ValueError) as err:
         raise GroveError(f"model '{name}' cannot be built with {options}: {err}") from None
+    except pickle.UnpicklingError:  # e.g. a Hugging Face pytorch_model.bin that is not plain tensors
+        where = f" {options['path']}" if "path" in options else ""
+        raise GroveError(f"model '{name}': its checkpoint{where} holds objects other than tensors, which grove "
+                         "never unpickles; use a checkpoint saved as safetensors or plain tensors") from None
+    except OSError as err:
+        raise GroveError(f"model '{name}' cannot read its checkpoint: {str(err).splitlines()[0]}") from None
 
 
 def load_pretrained(model: nn.Module, path: str) -> None:
@@ -79,12 +92,7 @@ def load_pretrained(model: nn.Module, path: str) -> None:
     if file.suffix == ".safetensors":
         weights = read_weights(file, "model.weights:")
     else:
-        try:  # the weights-only unpickler: a pickle that would run code is refused, not run
-            weights = torch.load(file, map_location="cpu", weights_only=True)
-        except UNREADABLE as err:
-            reason = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
-            raise GroveError(f"model.weights: {path} is not a plain state dict ({reason}); "
-                             "save it with torch.save(model.state_dict()) or as .safetensors") from None
+        weights = read_torch_file(file, "model.weights:", "save a state dict (torch.save(model.state_dict())) or a .safetensors file")
         if not isinstance(weights, dict):
             raise GroveError(f"model.weights: {path} holds a {type(weights).__name__}, not a state dict")
         weights = weights.get("state_dict", weights.get("model", weights))

@@ -94,14 +94,14 @@ def final_report(result: FinishedRun) -> dict:
     return summary
 
 
-def evaluate_run(run_dir: str, split: str = "test", checkpoint: str = "best", device: str = "auto") -> dict:
+def evaluate_run(run_dir: str, split: str | None = None, checkpoint: str = "best", device: str = "auto") -> dict:
     """`grove evaluate`: a checkpoint of a run on one split, rebuilt from the run directory alone."""
     from grove.engine.build import build_split
     from grove.engine.precision import resolve_speed
 
     loaded = load_run(run_dir, checkpoint, device)
     recipe = loaded.recipe
-    data = build_split(recipe.data, split, loaded.dir)
+    split, data = build_split(recipe.data, split, loaded.dir)
     model = loaded.model
     speed = resolve_speed(recipe.train, loaded.device, model.example_input(1).dim() == 4)
     speed.compile = False
