@@ -22,6 +22,18 @@ def build_data(data_cfg) -> DataBundle:
     return DATASETS.create(data_cfg.name, **data_cfg.options())
 
 
+def check_settings(recipe: Recipe, device: torch.device, world_size: int) -> None:
+    """Settings that cannot work together, refused before any data is read or model built."""
+    d, t = recipe.data, recipe.train
+    if d.batch_size % (world_size * t.grad_accum):
+        raise GroveError(
+            f"data.batch_size={d.batch_size} must divide evenly into {world_size} process(es) "
+            f"x train.grad_accum={t.grad_accum} micro-batches"
+        )
+    if t.precision == "fp16" and device.type != "cuda":
+        raise GroveError("train.precision=fp16 needs a CUDA GPU; use bf16 (or fp32) on CPU")
+
+
 def build_split(data_cfg, split: str | None, run: RunDir) -> tuple[str, object]:
     """One split of a trained run's data set, behind the preprocessing the run saved.
 

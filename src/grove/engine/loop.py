@@ -24,6 +24,7 @@ from grove.engine.build import (
     build_data,
     build_model,
     build_optimizer,
+    check_settings,
     load_pretrained,
     lr_factor,
     model_options,
@@ -93,6 +94,7 @@ class Trainer:
         self.recipe, self.recipe_name, self.device, self.procs = recipe, recipe_name, device, procs
         t, d = recipe.train, recipe.data
         seed_everything(t.seed + procs.rank, t.deterministic, device)
+        check_settings(recipe, device, procs.world_size)  # before any data is read
 
         self.bundle = build_data(d)
         self.task_options = task_options(recipe, self.bundle)
@@ -106,11 +108,6 @@ class Trainer:
         self.model = model
 
         per_rank = d.batch_size // procs.world_size
-        if d.batch_size % (procs.world_size * t.grad_accum):
-            raise GroveError(
-                f"data.batch_size={d.batch_size} must divide evenly into {procs.world_size} process(es) "
-                f"x train.grad_accum={t.grad_accum} micro-batches"
-            )
         if t.grad_accum > 1 and getattr(self.bundle.train, "sequential", False):
             raise GroveError("train.grad_accum must be 1 for token streams (truncated BPTT carries state row by row)")
         self.micro_batches = t.grad_accum
