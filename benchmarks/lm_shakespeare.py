@@ -49,10 +49,8 @@ import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from grove.config import load_recipe
-from grove.engine.build import build_model
 from grove.engine.loop import train
-from grove.engine.precision import pick_device, resolve_speed
-from grove.rundir import RunDir
+from grove.rundir import RunDir, load_run
 from machine import cpu_busy_seconds, machine_line, peak_matmul_flops
 
 RECIPES = ("shakespeare-char-gpt", "shakespeare-char-lstm")
@@ -115,11 +113,11 @@ def run_recipe(name: str, overrides: list[str], budget: float | None, run_dir: P
     wall = time.perf_counter() - clock.start
     others = (cpu_busy_seconds() - busy0 - (time.process_time() - own0)) / wall
     run = RunDir(max((run_dir / recipe_name).iterdir()))  # the newest run of this recipe
-    meta, config = run.read_json("meta.json"), run.read_config()
-    model = build_model(meta["model"]["name"], meta["model"]["options"])
+    loaded = load_run(run.path, device="cpu")
+    model = loaded.model
     flops, flops_rule = flops_per_token(model)
     vals = [(clock.times[r["step"] - 1], r["step"], r["loss"]) for r in run.read_metrics() if r["split"] == "val"]
-    tokens = tokens_per_step(config, meta["data"])
+    tokens = tokens_per_step(loaded.recipe.to_dict(), loaded.meta.data)
     return {
         "name": name,
         "run": run.path,
@@ -131,7 +129,7 @@ def run_recipe(name: str, overrides: list[str], budget: float | None, run_dir: P
         "tokens_per_step": tokens,
         "flops": flops,
         "flops_rule": flops_rule,
-        "precision": resolve_speed(recipe.train, pick_device(recipe.train.device), False).precision,
+        "precision": run.read_json("summary.json")["speed"]["precision"],
         "params": sum(p.numel() for p in model.parameters()),
         "others": others,
     }

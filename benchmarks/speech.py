@@ -38,8 +38,9 @@ from pathlib import Path
 import torch
 
 from grove.config import load_recipe
-from grove.engine.build import build_model, build_optimizer, build_task, model_options
+from grove.engine.build import build_model, build_optimizer, model_options, task_options
 from grove.engine.loop import train
+from grove.tasks import create_task
 
 RECIPES = ["spoken-words-cnn", "spoken-words-crnn", "spoken-words-kwt", "spoken-digits-ctc"]
 
@@ -114,7 +115,7 @@ def step_times(name: str, overrides: list[str], rounds: int, steps: int) -> dict
 
     recipe, _ = load_recipe(name, overrides)
     bundle = build_data(recipe.data)
-    task = build_task(recipe, bundle)
+    task = create_task(recipe.task, bundle.classes, bundle.meta, task_options(recipe, bundle))
     inputs, targets = example_batch(recipe, bundle, recipe.data.batch_size)
     features = bundle.transform(inputs, False)
     torch.manual_seed(0)

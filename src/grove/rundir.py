@@ -42,6 +42,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from grove.errors import GroveError
+from grove.files import atomic_write
 
 if TYPE_CHECKING:
     from grove.config import Recipe
@@ -76,15 +77,6 @@ class RunMeta(BaseModel):
     @property
     def modality(self) -> str:
         return self.data.get("modality", "")
-
-
-def atomic_write(path: Path, data: bytes | str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    with open(tmp, "wb") as f:
-        f.write(data.encode() if isinstance(data, str) else data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class RunDir:

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from grove.data import image
-from grove.data.image import ImageFolderData, ImageTransform, cifar10, digits, image_folder, load_image
+from grove.data.image import ImageFiles, ImageTransform, cifar10, digits, image_folder, load_image
 from grove.errors import GroveError
 
 
@@ -192,7 +192,7 @@ def test_unreadable_images_are_one_line_grove_errors(tmp_path, name, content):
     assert message.startswith(f"cannot read image {path}: ") and "\n" not in message
 
 
-# ImageFolderData and image_folder
+# ImageFiles and image_folder (the layouts and their errors: test_folders.py)
 
 
 def make_tree(root, layout, size=12):
@@ -202,32 +202,28 @@ def make_tree(root, layout, size=12):
             save_image(root / name / f"{i:02d}{'.png' if i % 2 else '.JPG'}", noise(size, size + 4, seed=k * 10 + i))
 
 
-def test_image_folder_data_indexes_classes_and_skips_unreadable_files(tmp_path):
-    make_tree(tmp_path, {"dog": 1, "cat": 2})
-    (tmp_path / "cat" / "zz_bad.png").write_bytes(b"not an image")
-    (tmp_path / "cat" / "notes.txt").write_text("ignored")
-    save_image(tmp_path / "dog" / "nested" / "x.webp", noise(12, 12))
-    save_image(tmp_path / ".hidden" / "a.png", noise(12, 12))
-    data = ImageFolderData(tmp_path, 10, 3)
-    assert data.classes == ["cat", "dog"]
-    assert len(data) == 5
-    assert [data.path(i).rsplit("/", 1)[-1] for i in range(5)] == ["00.JPG", "01.png", "zz_bad.png", "00.JPG", "x.webp"]
-    items = [data[i] for i in range(5)]
-    assert items[2] is None
-    assert [item[1] for item in items if item] == [0, 0, 1, 1]
-    assert all(item[0].shape == (3, 10, 10) and item[0].dtype == torch.uint8 for item in items if item)
+def test_image_files_decode_and_name_unreadable_files(tmp_path):
+    good = save_image(tmp_path / "a.png", noise(12, 16))
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not an image")
+    data = ImageFiles([(str(good), 0), (str(bad), 1)], 10, 3)
+    assert len(data) == 2 and [data.path(i) for i in range(2)] == [str(good), str(bad)]
+    image, label = data[0]
+    assert image.shape == (3, 10, 10) and image.dtype == torch.uint8 and label == 0
+    assert data[1] is None
     copy = pickle.loads(pickle.dumps(data))
-    assert torch.equal(copy[0][0], items[0][0])
+    assert torch.equal(copy[0][0], image)
 
 
 def test_image_folder_builds_train_and_val(tmp_path):
     make_tree(tmp_path / "train", {"a": 2, "b": 2, "c": 1}, size=24)
-    make_tree(tmp_path / "val", {"a": 1, "c": 1}, size=24)
+    make_tree(tmp_path / "val", {"a": 1, "b": 1, "c": 1}, size=24)
     bundle = image_folder(root=str(tmp_path), image_size=16, load_size=20, crop_padding=2)
     assert bundle.classes == ["a", "b", "c"] and bundle.test is None
-    assert [bundle.val[i][1] for i in range(2)] == [0, 2]
+    assert [bundle.val[i][1] for i in range(3)] == [0, 1, 2]
     assert bundle.model_defaults == {"num_classes": 3, "in_channels": 3, "image_size": 16}
     assert (bundle.meta["image_size"], bundle.meta["load_size"]) == (16, 20)
+    assert bundle.meta["modality"] == "image" and bundle.meta["layout"] == "split_folders"
     batch = torch.stack([bundle.train[i][0] for i in range(len(bundle.train))])
     assert batch.shape == (5, 3, 20, 20)
     assert bundle.transform(batch, train=True).shape == bundle.transform(batch, train=False).shape == (5, 3, 16, 16)
@@ -235,11 +231,11 @@ def test_image_folder_builds_train_and_val(tmp_path):
 
 
 def test_image_folder_defaults(tmp_path):
-    make_tree(tmp_path / "train", {"a": 1})
-    make_tree(tmp_path / "val", {"a": 1})
-    make_tree(tmp_path / "holdout", {"a": 1})
-    big = image_folder(root=str(tmp_path), test_dir="holdout")
-    assert (big.meta["image_size"], big.meta["load_size"]) == (224, 256) and len(big.test) == 1
+    make_tree(tmp_path / "train", {"a": 1, "b": 1})
+    make_tree(tmp_path / "val", {"a": 1, "b": 1})
+    make_tree(tmp_path / "test", {"a": 1, "b": 1})
+    big = image_folder(root=str(tmp_path))
+    assert (big.meta["image_size"], big.meta["load_size"]) == (224, 256) and len(big.test) == 2
     gray = image_folder(root=str(tmp_path), image_size=32, channels=1)
     assert gray.meta["load_size"] == 32 and gray.transform.mean == [0.5]
     assert gray.train[0][0].shape == (1, 32, 32)
@@ -249,17 +245,12 @@ def test_image_folder_defaults(tmp_path):
     "setup, options, match",
     [
         (lambda root: None, {"root": None}, "data.root is required for image_folder"),
-        (lambda root: root.mkdir(), {}, "no train/ folder"),
-        (lambda root: (root / "train" / "a").mkdir(parents=True), {}, "no images"),
-        (lambda root: make_tree(root / "train", {"a": 1}), {}, "no val/ folder"),
-        (lambda root: (make_tree(root / "train", {"a": 1}), make_tree(root / "val", {"b": 1})), {},
-         "not among the train classes"),
-        (lambda root: make_tree(root / "train", {"a": 1}), {"num_classes": 1000}, "num_classes"),
+        (lambda root: make_tree(root, {"a": 2, "b": 2}), {"num_classes": 1000}, "num_classes"),
         (lambda root: None, {"channels": 2}, "channels"),
         (lambda root: None, {"image_size": 64, "load_size": 32}, "load_size"),
     ],
 )
-def test_image_folder_errors(tmp_path, setup, options, match):
+def test_image_folder_option_errors(tmp_path, setup, options, match):
     root = tmp_path / "images"
     setup(root)
     with pytest.raises(GroveError, match=match):

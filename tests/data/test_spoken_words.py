@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from grove.data import espeak
 from grove.data import spoken_words as sw
 from grove.data.audio import decode_tokens
 from grove.errors import GroveError
@@ -33,7 +34,7 @@ def data_dir(tmp_path, monkeypatch):
 
 
 def test_missing_espeak_says_how_to_install(monkeypatch):
-    monkeypatch.setattr(sw.shutil, "which", lambda name: None)
+    monkeypatch.setattr(espeak.shutil, "which", lambda name: None)
     with pytest.raises(GroveError, match="espeak-ng is not installed: run scripts/install-system-deps.sh"):
         sw.spoken_words(**TINY)
 
@@ -44,10 +45,10 @@ def test_split_at_pauses_finds_the_spoken_stretches():
     samples[2205:8820] = 8000  # 0.1-0.4 s
     samples[9261:11025] = 6000  # a 20 ms dip inside the same item
     samples[33075:44100] = -9000  # 1.5-2.0 s, after a long pause
-    pieces = sw.split_at_pauses(samples, rate)
+    pieces = espeak.split_at_pauses(samples, rate)
     assert len(pieces) == 2
     assert 8820 - 2205 < len(pieces[0]) < 11025 - 2205 + 2 * 441 and len(pieces[1]) >= 44100 - 33075
-    assert sw.split_at_pauses(np.zeros(rate, np.int16), rate) == []
+    assert espeak.split_at_pauses(np.zeros(rate, np.int16), rate) == []
 
 
 def test_voice_splits_are_disjoint():
@@ -66,7 +67,7 @@ def test_voice_splits_are_disjoint():
 
 
 def test_default_voices_are_accents_times_variants():
-    voices = sw.default_voices()
+    voices = espeak.default_voices()
     assert len(voices) == len(set(voices)) == 96 and "en-gb-scotland+f3" in voices
 
 
@@ -110,7 +111,7 @@ def test_spoken_words_is_deterministic_and_reuses_its_cache(data_dir, monkeypatc
     def no_espeak(*args, **kwargs):
         raise AssertionError("espeak-ng ran although the cache was there")
 
-    monkeypatch.setattr(sw, "_espeak", no_espeak)
+    monkeypatch.setattr(espeak, "_espeak", no_espeak)
     again = sw.spoken_words(**TINY)
     assert torch.equal(again.train.inputs, first.train.inputs)
     # Another seed is another data set: new noise and levels, and espeak-ng runs again.

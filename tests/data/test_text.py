@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from grove.data import text
 from grove.data.base import StreamData, WindowData
+from grove.data.text import classification, corpora
 from grove.data.text import (
     TextClassificationData,
     no_transform,
@@ -56,9 +56,9 @@ def ptb_root(tmp_path):
 @pytest.fixture
 def offline(monkeypatch, tmp_path):
     """No download can be tried: every URL points at a port that refuses at once."""
-    for name in ("TINY_SHAKESPEARE_URL", "WIKITEXT2_URL", "SST2_URL"):
-        monkeypatch.setattr(text, name, UNREACHABLE.format(name=getattr(text, name).rsplit("/", 1)[1]))
-    monkeypatch.setattr(text, "PTB_URL", UNREACHABLE.format(name="ptb.{split}.txt"))
+    for module, name in ((corpora, "TINY_SHAKESPEARE_URL"), (corpora, "WIKITEXT2_URL"), (classification, "SST2_URL")):
+        monkeypatch.setattr(module, name, UNREACHABLE.format(name=getattr(module, name).rsplit("/", 1)[1]))
+    monkeypatch.setattr(corpora, "PTB_URL", UNREACHABLE.format(name="ptb.{split}.txt"))
     monkeypatch.setenv("GROVE_DATA_DIR", str(tmp_path / "cache"))
     return tmp_path / "cache"
 
@@ -163,7 +163,7 @@ def test_wikitext2_extracts_the_archive(tmp_path, monkeypatch):
         for split, lines in (("train", TRAIN), ("valid", VALID), ("test", TEST)):
             z.writestr(f"wikitext-2/wiki.{split}.tokens", "".join(f" {line} \n" for line in lines))
     (folder / "wikitext-2-v1.zip").write_bytes(buffer.getvalue())
-    monkeypatch.setattr(text, "WIKITEXT2_MD5", hashlib.md5(buffer.getvalue()).hexdigest())
+    monkeypatch.setattr(corpora, "WIKITEXT2_MD5", hashlib.md5(buffer.getvalue()).hexdigest())
     bundle = wikitext2(root=folder, rows=2, bptt=4)
     assert (folder / "wiki.train.tokens").read_text().startswith(" the cat sat")
     assert bundle.meta["dataset"] == "wikitext2" and bundle.train.inputs.shape[0] == 2

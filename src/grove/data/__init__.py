@@ -1,8 +1,20 @@
-"""Data sets, registered by name. Nothing here imports models or the engine."""
+"""Data sets, registered by name. Nothing here imports models or the engine.
 
-from grove.data import image  # noqa: F401  (registers the image data sets)
+    base        DataBundle (what a builder returns), TensorData, WindowData, StreamData, MODALITIES
+    loader      BatchLoader: sharded, resumable batches; unreadable files skipped and listed
+    folders     class-folder layouts shared by image_folder and audio_folder
+    download    fetch (checksummed downloads) and all-or-nothing archive extraction
+    image       digits, cifar10, image_folder; ImageTransform
+    audio/      audio_folder, speech_commands, audio_manifest, librispeech; AudioTransform
+    espeak      speech synthesis with espeak-ng, for spoken_words
+    spoken_words  spoken_words, spoken_digit_sequences (offline speech)
+    text/       ptb, wikitext2, tiny_shakespeare, text_classification, sst2, sentiment_demo
+    tokenizers  char, word, bpe and Hugging Face tokenizers
+"""
+
+from grove.data import image  # noqa: F401  (importing a module registers its data sets)
 from grove.data import audio, spoken_words  # noqa: F401
 from grove.data import text  # noqa: F401
-from grove.data.base import DataBundle, TensorData
+from grove.data.base import MODALITIES, DataBundle, TensorData
 
-__all__ = ["DataBundle", "TensorData"]
+__all__ = ["MODALITIES", "DataBundle", "TensorData"]

@@ -1,27 +1,34 @@
-"""What every data set builder returns, and the in-memory split type.
+"""What every data set builder returns, and the in-memory split types.
 
-A builder is registered with `@register_dataset` and returns a `DataBundle`. Splits are either a
-`TensorData` (everything in memory; the loader indexes it on the training device, no workers) or a
-map-style dataset whose `__getitem__` returns `(input, target)`, or `None` for an unreadable file,
-and whose `path(i)` names the file behind item i (so the loader can count or report it).
+A builder is registered with `@register_dataset(modality=...)`, one of MODALITIES, and returns a
+`DataBundle`. Splits are either a `TensorData` (everything in memory; the loader indexes it on the
+training device, no workers) or a map-style dataset whose `__getitem__` returns
+`(input, target)`, or `None` for an unreadable file. Every split's `path(i)` says where item i
+came from (a file's path, or the data set and index for data made in memory), so the loader can
+report an unreadable file and the engine can list the skipped ones.
 """
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import torch
 
+# The one spelling of each modality, in registry tags and in DataBundle.meta["modality"].
+MODALITIES = ("image", "audio", "text")
+
 
 class TensorData:
     """A split held in memory as two tensors; `take(idx)` gathers a batch in one indexing op."""
 
-    def __init__(self, inputs: torch.Tensor, targets: torch.Tensor):
+    def __init__(self, inputs: torch.Tensor, targets: torch.Tensor, source: str = "in-memory data"):
         if len(inputs) != len(targets):
             raise ValueError("inputs and targets differ in length")
         self.inputs = inputs
         self.targets = targets
+        self.source = source
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -29,11 +36,16 @@ class TensorData:
     def __getitem__(self, i):
         return self.inputs[i], self.targets[i]
 
+    def path(self, i: int) -> str:
+        return f"{self.source} #{i}"
+
     def take(self, index: torch.Tensor):
         return self.inputs[index], self.targets[index]
 
     def to(self, device) -> "TensorData":
-        return TensorData(self.inputs.to(device), self.targets.to(device))
+        moved = copy.copy(self)  # keeps a subclass's own attributes (voices ...)
+        moved.inputs, moved.targets = self.inputs.to(device), self.targets.to(device)
+        return moved
 
 
 @dataclass
@@ -67,18 +79,23 @@ class WindowData:
     s = i * stride. stride 1 gives every window (training draws them in random order, as nanoGPT
     samples random offsets); stride T gives non-overlapping windows for evaluation."""
 
-    def __init__(self, tokens: torch.Tensor, block_size: int, stride: int = 1):
+    def __init__(self, tokens: torch.Tensor, block_size: int, stride: int = 1, source: str = "token stream"):
         if len(tokens) <= block_size:
             raise ValueError(f"{len(tokens)} tokens cannot fill one window of {block_size}")
         self.tokens = tokens.long()
         self.block_size = block_size
         self.stride = stride
+        self.source = source
 
     def __len__(self) -> int:
         return (len(self.tokens) - self.block_size - 1) // self.stride + 1
 
     def __getitem__(self, i):
         return self.take(torch.as_tensor([i]))
+
+    def path(self, i: int) -> str:
+        start = i * self.stride
+        return f"{self.source} tokens {start}-{start + self.block_size}"
 
     def take(self, index: torch.Tensor):
         starts = index.to(self.tokens.device) * self.stride
@@ -87,7 +104,7 @@ class WindowData:
         return window[:, :-1], window[:, 1:]
 
     def to(self, device) -> "WindowData":
-        return WindowData(self.tokens.to(device), self.block_size, self.stride)
+        return WindowData(self.tokens.to(device), self.block_size, self.stride, self.source)
 
 
 class StreamData:
@@ -98,13 +115,14 @@ class StreamData:
 
     sequential = True
 
-    def __init__(self, tokens: torch.Tensor, rows: int, bptt: int):
+    def __init__(self, tokens: torch.Tensor, rows: int, bptt: int, source: str = "token stream"):
         length = (len(tokens) - 1) // rows
         if length < 1:
             raise ValueError(f"{len(tokens)} tokens cannot fill {rows} rows")
         self.inputs = tokens[: rows * length].long().view(rows, length)  # (rows, L)
         self.targets = tokens[1 : rows * length + 1].long().view(rows, length)
         self.bptt = bptt
+        self.source = source
 
     def __len__(self) -> int:
         return -(-self.inputs.shape[1] // self.bptt)
@@ -113,7 +131,10 @@ class StreamData:
         cut = slice(i * self.bptt, (i + 1) * self.bptt)
         return self.inputs[:, cut], self.targets[:, cut]
 
+    def path(self, i: int) -> str:
+        return f"{self.source} steps {i * self.bptt}-{(i + 1) * self.bptt} of {len(self.inputs)} rows"
+
     def to(self, device) -> "StreamData":
-        out = StreamData.__new__(StreamData)
-        out.inputs, out.targets, out.bptt = self.inputs.to(device), self.targets.to(device), self.bptt
-        return out
+        moved = copy.copy(self)
+        moved.inputs, moved.targets = self.inputs.to(device), self.targets.to(device)
+        return moved

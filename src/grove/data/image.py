@@ -12,6 +12,7 @@ import tarfile
 import zlib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
@@ -20,6 +21,7 @@ from PIL import Image, UnidentifiedImageError
 
 from grove.data.base import DataBundle, TensorData
 from grove.data.download import data_dir, fetch
+from grove.data.folders import SPLITS, scan_folders
 from grove.errors import GroveError
 from grove.registry import register_dataset
 
@@ -127,30 +129,12 @@ def _reason(e: Exception) -> str:
     return " ".join(text.split()) or type(e).__name__
 
 
-class ImageFolderData:
-    """root/<class>/**/<image> as (uint8 (C, size, size), class index); None for an unreadable file.
+class ImageFiles:
+    """Labelled image files as (uint8 (C, size, size), class index); None for an unreadable file."""
 
-    Pass the train split's `classes` for val/test so the indices agree; a class folder that train
-    lacks is an error. Folders starting with "." are skipped.
-    """
-
-    def __init__(self, root, size: int, channels: int, classes: list[str] | None = None):
-        root = Path(root)
-        found = sorted(d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith("."))
-        self.classes = list(classes) if classes is not None else found
-        index = {name: i for i, name in enumerate(self.classes)}
-        self.files: list[str] = []
-        self.targets: list[int] = []
-        for name in found:
-            if name not in index:
-                raise GroveError(f"class folder {root / name} is not among the train classes")
-            for file in _image_files(root / name):
-                self.files.append(file)
-                self.targets.append(index[name])
-        if not self.files:
-            raise GroveError(
-                f"no images ({' '.join(IMAGE_EXTENSIONS)}) in {root}: expected {root}/<class>/<image>"
-            )
+    def __init__(self, entries: list[tuple[str, int]], size: int, channels: int):
+        self.files = [f for f, _ in entries]
+        self.targets = [label for _, label in entries]
         self.size = size
         self.channels = channels
 
@@ -167,15 +151,7 @@ class ImageFolderData:
         return self.files[i]
 
 
-def _image_files(folder: Path) -> list[str]:
-    files = []
-    for parent, dirs, names in os.walk(folder, followlinks=True):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        files += [os.path.join(parent, n) for n in names if n.lower().endswith(IMAGE_EXTENSIONS)]
-    return sorted(files)
-
-
-def _image_bundle(train, val, test, classes, transform, channels, load_size) -> DataBundle:
+def _image_bundle(train, val, test, classes, transform, channels, load_size, **meta) -> DataBundle:
     image_size = transform.crop_size or load_size
     return DataBundle(
         train=train,
@@ -189,6 +165,7 @@ def _image_bundle(train, val, test, classes, transform, channels, load_size) -> 
             "image_size": image_size,
             "load_size": load_size,
             "transform": transform.to_dict(),
+            **meta,
         },
         model_defaults={"num_classes": len(classes), "in_channels": channels, "image_size": image_size},
     )
@@ -212,8 +189,10 @@ def _channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
     return pixels.mean(1).tolist(), pixels.std(1).tolist()
 
 
-@register_dataset(modality="vision")
-def digits(*, seed=0, val_fraction=0.1, test_fraction=0.2, crop_padding=0, flip=False):
+@register_dataset(modality="image")
+def digits(
+    *, seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2, crop_padding: int = 0, flip: bool = False
+):
     """scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes; no download).
 
     test_fraction of all images is the test split, then val_fraction of the rest is val; both
@@ -227,13 +206,21 @@ def digits(*, seed=0, val_fraction=0.1, test_fraction=0.2, crop_padding=0, flip=
     rest, test = _stratified_split(np.arange(len(labels)), bunch.target, test_fraction, seed, "test_fraction")
     train, val = _stratified_split(rest, bunch.target, val_fraction, seed, "val_fraction")
     mean, std = _channel_stats(images[train])
-    splits = [TensorData(images[i], labels[i]) for i in (train, val, test)]
+    splits = [TensorData(images[i], labels[i], f"digits {name}") for i, name in zip((train, val, test), SPLITS)]
     transform = ImageTransform(mean, std, crop_padding=crop_padding, flip=flip)
     return _image_bundle(*splits, [str(d) for d in range(10)], transform, channels=1, load_size=8)
 
 
-@register_dataset(modality="vision")
-def cifar10(*, root=None, val_fraction=0.0, crop_size=None, crop_padding=4, flip=True, seed=0):
+@register_dataset(modality="image")
+def cifar10(
+    *,
+    root: str | Path | None = None,
+    val_fraction: float = 0.0,
+    crop_size: int | None = None,
+    crop_padding: int = 4,
+    flip: bool = True,
+    seed: int = 0,
+):
     """CIFAR-10: 60,000 32x32 colour images in 10 classes (downloads the 163 MiB python archive).
 
     The archive cifar-10-python.tar.gz is looked for in the folder `root`, else in data_dir()/cifar10
@@ -247,13 +234,16 @@ def cifar10(*, root=None, val_fraction=0.0, crop_size=None, crop_padding=4, flip
     folder = Path(root).expanduser() if root else data_dir() / "cifar10"
     archive = fetch(CIFAR10_URL, folder / "cifar-10-python.tar.gz", md5=CIFAR10_MD5, what="the CIFAR-10 archive")
     batches, classes = _read_cifar_archive(archive)
-    train = _cifar_split([batches[f"data_batch_{k}"] for k in range(1, 6)])
-    test = _cifar_split([batches["test_batch"]])
+    train = _cifar_split([batches[f"data_batch_{k}"] for k in range(1, 6)], f"{archive} train")
+    test = _cifar_split([batches["test_batch"]], f"{archive} test")
     val = test
     if val_fraction:
         labels = train.targets.numpy()
         kept, held = _stratified_split(np.arange(len(labels)), labels, val_fraction, seed, "val_fraction")
-        train, val = (TensorData(*train.take(torch.from_numpy(i))) for i in (kept, held))
+        train, val = (
+            TensorData(*train.take(torch.from_numpy(index)), f"{archive} {name}")
+            for index, name in zip((kept, held), SPLITS)
+        )
     transform = ImageTransform(CIFAR10_MEAN, CIFAR10_STD, crop_size, crop_padding, flip)
     return _image_bundle(train, val, test, classes, transform, channels=3, load_size=32)
 
@@ -284,37 +274,43 @@ def _unpickle(file) -> dict:
     return {k.decode() if isinstance(k, bytes) else k: v for k, v in d.items()}
 
 
-def _cifar_split(batches: list[dict]) -> TensorData:
+def _cifar_split(batches: list[dict], source: str) -> TensorData:
     data = np.concatenate([np.asarray(b["data"], dtype=np.uint8) for b in batches])
     labels = np.concatenate([np.asarray(b["labels"], dtype=np.int64) for b in batches])
-    return TensorData(torch.from_numpy(data.reshape(-1, 3, 32, 32)), torch.from_numpy(labels))
+    return TensorData(torch.from_numpy(data.reshape(-1, 3, 32, 32)), torch.from_numpy(labels), source)
 
 
-@register_dataset(modality="vision")
+@register_dataset(modality="image")
 def image_folder(
     *,
-    root: str | None = None,
-    image_size=224,
-    load_size=None,
-    channels=3,
-    crop_padding=0,
-    flip=True,
-    mean=None,
-    std=None,
-    val_dir="val",
-    test_dir=None,
-    num_classes=None,
+    root: str | Path | None = None,
+    image_size: int = 224,
+    load_size: int | None = None,
+    channels: Literal[1, 3] = 3,
+    crop_padding: int = 0,
+    flip: bool = True,
+    mean: list[float] | None = None,
+    std: list[float] | None = None,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+    num_classes: int | None = None,
 ):
-    """Your own images (or ImageNet) in folders: root/train/<class>/*.jpg and root/val/<class>/*.jpg.
+    """Your own images (or ImageNet) in class folders: root/{train,val,test}/<class>/*.jpg or root/<class>/*.jpg.
 
+    The two layouts of grove.data.folders: split folders are used as they are (val_fraction of
+    train/ is held out when there is no val/, test/ is used when present); class folders are
+    split by root/validation_list.txt and root/testing_list.txt when present, else val_fraction
+    and test_fraction are held out, stratified by class and seeded.
     Images are decoded to load_size (shorter side resized, center-cropped; default 256 for 224,
     the classic ImageNet recipe); training takes random image_size crops, evaluation the center
     crop. mean/std default to ImageNet's for 3 channels and 0.5 for 1 channel. num_classes, when
-    given, is checked against the class folders found in train/.
+    given, is checked against the class folders found.
     """
     if root is None:
         raise GroveError(
-            "data.root is required for image_folder: pass data.root=/path/to/images (with train/ and val/ inside)"
+            "data.root is required for image_folder: pass data.root=/path/to/images "
+            "(with <class>/ folders, or train/ and val/ holding them)"
         )
     if channels not in (1, 3):
         raise GroveError(f"channels must be 1 (grayscale) or 3 (RGB), got {channels}")
@@ -327,23 +323,13 @@ def image_folder(
     if len(mean) != channels or len(std) != channels:
         raise GroveError(f"mean and std need {channels} values each (one per channel), got {mean} and {std}")
 
-    root = Path(root).expanduser()
-    train_dir = root / "train"
-    if not train_dir.is_dir():
-        raise GroveError(f"no train/ folder in {root}: image_folder expects {root}/train/<class>/<image>")
-    train = ImageFolderData(train_dir, load_size, channels)
-    if num_classes is not None and num_classes != len(train.classes):
-        raise GroveError(f"num_classes is {num_classes} but {train_dir} has {len(train.classes)} class folders")
-
-    def split(option: str, name: str) -> ImageFolderData:
-        folder = root / name
-        if not folder.is_dir():
-            raise GroveError(
-                f"no {name}/ folder in {root}: put images at {folder}/<class>/<image> or set data.{option}"
-            )
-        return ImageFolderData(folder, load_size, channels, classes=train.classes)
-
-    val = split("val_dir", val_dir)
-    test = split("test_dir", test_dir) if test_dir else None
+    splits = scan_folders(
+        root, IMAGE_EXTENSIONS, what="images", val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
+    )
+    if num_classes is not None and num_classes != len(splits.classes):
+        raise GroveError(f"num_classes is {num_classes} but {root} has {len(splits.classes)} class folders")
+    train, val, test = (
+        ImageFiles(items, load_size, channels) if items else None for items in (splits.train, splits.val, splits.test)
+    )
     transform = ImageTransform(list(mean), list(std), image_size, crop_padding, flip)
-    return _image_bundle(train, val, test, train.classes, transform, channels, load_size)
+    return _image_bundle(train, val, test, splits.classes, transform, channels, load_size, layout=splits.layout)

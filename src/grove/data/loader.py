@@ -7,8 +7,9 @@ Splits with a `lengths` attribute are batched by similar length (less padding) w
 Splits with `take` (in memory) are moved to the device once and indexed there; `sequential`
 splits (token streams for truncated BPTT) are read in order, each rank taking its rows; other
 splits go through a DataLoader whose workers decode (with the split's own `collate` when it has
-one), and unreadable files are skipped and counted, or stop the run with their path under
-`data.strict`. Inputs and targets are tensors or dicts of tensors.
+one), and unreadable files are skipped and remembered (`skipped`, a set of paths;
+`skipped_files`, the same sorted, for the run directory's skipped_files.txt), or stop the run
+with their path under `data.strict`. Inputs and targets are tensors or dicts of tensors.
 """
 
 from __future__ import annotations
@@ -54,7 +55,12 @@ class BatchLoader:
         self.world_size = world_size
         self.num_workers = num_workers
         self.strict = strict
-        self.skipped: set[str] = set()
+        self.skipped: set[str] = set()  # the path(i) of every unreadable item met so far
+
+    @property
+    def skipped_files(self) -> list[str]:
+        """The paths of the unreadable files skipped so far, sorted, each once."""
+        return sorted(self.skipped)
 
     def __len__(self) -> int:
         if self.sequential:

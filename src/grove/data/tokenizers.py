@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import tempfile
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
 
 from grove.errors import GroveError
+from grove.files import atomic_write
 
 GROVE_FILE = "grove_tokenizer.json"
 HF_FILE = "tokenizer.json"
@@ -72,9 +72,7 @@ class Tokenizer:
         directory.mkdir(parents=True, exist_ok=True)
         self._save_extra(directory)
         state = {"kind": self.kind, **self._state()}
-        (directory / GROVE_FILE).write_text(
-            json.dumps(state, ensure_ascii=False, indent=1) + "\n", encoding="utf-8"
-        )
+        atomic_write(directory / GROVE_FILE, json.dumps(state, ensure_ascii=False, indent=1) + "\n")
 
     def _encode(self, text: str) -> list[int]:
         raise NotImplementedError
@@ -306,7 +304,7 @@ class BPETokenizer(_HFBacked):
         return self.tokenizer.decode(ids, skip_special_tokens=False)
 
     def _save_extra(self, directory: Path) -> None:
-        self.tokenizer.save(str(directory / HF_FILE))
+        atomic_write(directory / HF_FILE, self.tokenizer.to_str(pretty=True))
 
     @classmethod
     def _load(cls, directory: Path, state: dict) -> BPETokenizer:
@@ -380,7 +378,7 @@ class HFTokenizer(_HFBacked):
     def _save_extra(self, directory: Path) -> None:
         for name in (HF_FILE, *HF_SIDE_FILES):
             if (self.directory / name).is_file() and self.directory.resolve() != directory.resolve():
-                shutil.copyfile(self.directory / name, directory / name)
+                atomic_write(directory / name, (self.directory / name).read_bytes())
 
     @classmethod
     def _load(cls, directory: Path, state: dict) -> HFTokenizer:

@@ -15,7 +15,7 @@ from grove.data.base import DataBundle
 from grove.errors import GroveError
 from grove.models.utils import load_weights
 from grove.registry import DATASETS, MODELS, create_model
-from grove.rundir import RunDir, read_torch_file, read_weights
+from grove.rundir import RunDir, RunMeta, read_torch_file, read_weights
 
 
 def build_data(data_cfg) -> DataBundle:
@@ -34,19 +34,22 @@ def check_settings(recipe: Recipe, device: torch.device, world_size: int) -> Non
         raise GroveError("train.precision=fp16 needs a CUDA GPU; use bf16 (or fp32) on CPU")
 
 
-def build_split(data_cfg, split: str | None, run: RunDir) -> tuple[str, object]:
+def build_split(data_cfg, split: str | None, run: RunDir, meta: RunMeta) -> tuple[str, object]:
     """One split of a trained run's data set, behind the preprocessing the run saved.
 
     `split` None is the test split, or val where there is none. Builders that take `splits`
-    build only the ones asked for, and builders that take
-    `saved_dir` reuse the files in the run's data/ folder (a fitted tokenizer) instead of fitting
-    them again. Either way the files the data set would save must equal the run's: a tokenizer
-    refitted on changed data would silently give other token ids.
+    build only the ones asked for, builders that take `classes` map labels to the run's class ids,
+    and builders that take `saved_dir` reuse the files in the run's data/ folder (a fitted
+    tokenizer) instead of fitting them again. Either way the classes and the files the data set
+    gives must equal the run's: a tokenizer refitted on changed data would silently give other
+    token ids.
     """
     entry = DATASETS.get(data_cfg.name)
     options = data_cfg.options()
     if entry.accepts("saved_dir"):
         options["saved_dir"] = str(run.path / "data")
+    if entry.accepts("classes") and meta.classes:
+        options["classes"] = list(meta.classes)
     if entry.accepts("splits"):
         options["splits"] = [split] if split else ["test", "val"]
     bundle = DATASETS.create(data_cfg.name, **options)
@@ -56,6 +59,9 @@ def build_split(data_cfg, split: str | None, run: RunDir) -> tuple[str, object]:
     if data is None:
         available = [name for name in ("train", "val", "test") if getattr(bundle, name) is not None]
         raise GroveError(f"data set '{data_cfg.name}' has no '{split}' split; choose from {', '.join(available)}")
+    if bundle.classes != meta.classes:
+        raise GroveError(f"the data set now has the classes {bundle.classes[:10]}, the run was trained on "
+                         f"{meta.classes[:10]}: evaluate on the data the run trained with")
     for name, content in bundle.files.items():
         saved = run.path / "data" / name
         fresh = content.encode() if isinstance(content, str) else content

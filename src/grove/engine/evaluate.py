@@ -101,7 +101,7 @@ def evaluate_run(run_dir: str, split: str | None = None, checkpoint: str = "best
 
     loaded = load_run(run_dir, checkpoint, device)
     recipe = loaded.recipe
-    split, data = build_split(recipe.data, split, loaded.dir)
+    split, data = build_split(recipe.data, split, loaded.dir, loaded.meta)
     model = loaded.model
     speed = resolve_speed(recipe.train, loaded.device, model.example_input(1).dim() == 4)
     speed.compile = False

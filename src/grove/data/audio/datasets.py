@@ -1,0 +1,385 @@
+"""Audio data sets from files: keyword clips in class folders and Speech Commands, transcribed
+utterances from manifests and LibriSpeech.
+
+Splits give 1-D float32 waveforms; the bundle's `AudioTransform` turns batches of them into
+features on the training device. Every builder takes the nested recipe sections `features:` and
+`augment:` (grove.data.audio.options).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from grove.data.audio.features import AudioTransform
+from grove.data.audio.io import AUDIO_EXTENSIONS, fix_length, header_length, read_audio
+from grove.data.audio.options import parse_augment, parse_features, parse_transcription_augment
+from grove.data.audio.transcripts import TranscriptionFiles, build_alphabet, read_manifest
+from grove.data.base import DataBundle
+from grove.data.download import COMPLETE, data_dir, extract_archive, fetch
+from grove.data.folders import list_files, scan_folders
+from grove.errors import GroveError
+from grove.registry import register_dataset
+
+BACKGROUND_NOISE = "_background_noise_"
+SILENCE, UNKNOWN = "_silence_", "_unknown_"
+COMMAND_WORDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go")
+
+SPEECH_COMMANDS_URL = "http://download.tensorflow.org/data/speech_commands_v0.0{version}.tar.gz"
+# No checksum is enforced for Speech Commands: none is published next to the archive. Third-party
+# loaders check v0.02 against md5 6b74f3901214cb2c2934e98196829835 (torchaudio) and sha256
+# af14739ee7dc311471de98f5f9d2c9191b18aedfe957f4a6ff791c709868ff58 (mlx-data); unverified here.
+SPEECH_COMMANDS_WORDS = {1: 30, 2: 35}
+
+LIBRISPEECH_URL = "https://www.openslr.org/resources/12/{subset}.tar.gz"
+# sha256 of the OpenSLR archives, as torchaudio's LIBRISPEECH checks them.
+LIBRISPEECH_SHA256 = {
+    "dev-clean": "76f87d090650617fca0cac8f88b9416e0ebf80350acb97b343a85fa903728ab3",
+    "dev-other": "12661c48e8c3fe1de2c1caa4c3e135193bfb1811584f11f569dd12645aa84365",
+    "test-clean": "39fde525e59672dc6d1551919b1478f724438a95aa55f874b576be21967e6c23",
+    "test-other": "d09c181bba5cf717b3dee7d4d592af11a3ee3a09e08ae025c5506f6ebe961c29",
+    "train-clean-100": "d4ddd1d5a6ab303066f14971d768ee43278a5f2a0aa43dc716b0e64ecbbbf6e2",
+    "train-clean-360": "146a56496217e96c14334a160df97fffedd6e0a04e66b9c5af0d40be3c792ecf",
+    "train-other-500": "ddb22f27f96ec163645d53215559df6aa36515f26e01dd70798188350adcb6d2",
+}
+LibriSpeechSubset = Literal[
+    "dev-clean", "dev-other", "test-clean", "test-other", "train-clean-100", "train-clean-360", "train-other-500"
+]
+
+
+# ---------------------------------------------------------------------------------------------
+# Split type and bundles (spoken_words builds its bundles here too)
+
+
+class KeywordClips:
+    """Fixed-length clips from files: item i is (float32 (clip_samples,), label), or None when the
+    file cannot be read or is silent. An entry with an offset is a `_silence_` clip: that slice of
+    a background-noise file, times a volume."""
+
+    def __init__(self, entries: list[tuple], sample_rate: int, clip_samples: int):
+        # entries: (path, label) or (path, label, offset, volume)
+        self.entries = entries
+        self.targets = [e[1] for e in entries]
+        self.sample_rate = sample_rate
+        self.clip_samples = clip_samples
+        self._backgrounds: dict[str, torch.Tensor] = {}
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __getitem__(self, i: int):
+        path, label, *slice_ = self.entries[i]
+        try:
+            if slice_:
+                offset, volume = slice_
+                noise = self._background(path)[offset : offset + self.clip_samples]
+                return fix_length(noise * volume, self.clip_samples), label
+            return fix_length(read_audio(path, self.sample_rate), self.clip_samples), label
+        except GroveError:
+            return None
+
+    def _background(self, path: str) -> torch.Tensor:
+        if path not in self._backgrounds:  # a minute of noise, read once per worker
+            self._backgrounds[path] = read_audio(path, self.sample_rate)
+        return self._backgrounds[path]
+
+    def path(self, i: int) -> str:
+        return self.entries[i][0]
+
+
+def keyword_bundle(train, val, test, classes, transform: AudioTransform, clip_seconds: float, **meta) -> DataBundle:
+    return DataBundle(
+        train=train,
+        val=val,
+        test=test,
+        classes=list(classes),
+        transform=transform,
+        meta={
+            "modality": "audio",
+            "kind": "keywords",
+            "sample_rate": transform.sample_rate,
+            "clip_seconds": clip_seconds,
+            "transform": transform.to_dict(),
+            **meta,
+        },
+        model_defaults={"num_classes": len(classes), "in_features": transform.out_features},
+    )
+
+
+def transcription_bundle(train, val, test, alphabet, transform: AudioTransform, **meta) -> DataBundle:
+    return DataBundle(
+        train=train,
+        val=val,
+        test=test,
+        classes=list(alphabet),
+        transform=transform,
+        meta={
+            "modality": "audio",
+            "kind": "transcription",
+            "sample_rate": transform.sample_rate,
+            "clip_seconds": None,
+            "transform": transform.to_dict(),
+            "alphabet": list(alphabet),
+            **meta,
+        },
+        model_defaults={"num_classes": len(alphabet), "in_features": transform.out_features},
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Keyword clips
+
+
+@register_dataset(modality="audio")
+def audio_folder(
+    *,
+    root: str | Path | None = None,
+    sample_rate: int = 16000,
+    clip_seconds: float = 1.0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.1,
+    seed: int = 0,
+    features: dict[str, Any] | None = None,
+    augment: dict[str, Any] | None = None,
+):
+    """Your own keyword clips in folders: root/<word>/*.wav, or root/{train,val,test}/<word>/*.wav.
+
+    The two layouts of grove.data.folders: split folders are used as they are (val_fraction of
+    train/ is held out when there is no val/); in class folders, root/validation_list.txt and
+    root/testing_list.txt (paths relative to root) are honoured, else val_fraction and
+    test_fraction are held out, a speaker's clips together (Speech Commands' <speaker>_nohash_
+    names). `_background_noise_` is not a class. Clips are padded or cut to clip_seconds.
+    """
+    if root is None:
+        raise GroveError("data.root is required for audio_folder: pass data.root=/path/to/clips (with <word>/ folders)")
+    feature_options, augment_options = parse_features(features), parse_augment(augment)
+    splits = scan_folders(
+        root,
+        AUDIO_EXTENSIONS,
+        what="audio files",
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        ignore=(BACKGROUND_NOISE,),
+        group=_speaker,
+    )
+    clip = round(clip_seconds * sample_rate)
+    train, val, test = (
+        KeywordClips(items, sample_rate, clip) if items else None for items in (splits.train, splits.val, splits.test)
+    )
+    transform = AudioTransform(sample_rate, feature_options, augment_options)
+    return keyword_bundle(train, val, test, splits.classes, transform, clip_seconds, layout=splits.layout)
+
+
+def _speaker(rel: str) -> str:
+    # Speech Commands names files <speaker>_nohash_<n>.wav: all of a speaker's clips, of every
+    # word, share a split (as its own which_set() does); other files are split one by one.
+    name = rel.rsplit("/", 1)[-1]
+    return name.split("_nohash_")[0] if "_nohash_" in name else rel
+
+
+@register_dataset(modality="audio")
+def speech_commands(
+    *,
+    root: str | Path | None = None,
+    version: Literal[1, 2] = 2,
+    classes: int = 12,
+    silence_fraction: float = 0.1,
+    unknown_fraction: float = 0.1,
+    sample_rate: int = 16000,
+    seed: int = 0,
+    features: dict[str, Any] | None = None,
+    augment: dict[str, Any] | None = None,
+):
+    """Google Speech Commands v1/v2: 1 s clips of 30/35 words (downloads the 2.3 GB archive).
+
+    classes=12 is the standard benchmark: yes no up down left right on off stop go, `_silence_`
+    (slices of the background-noise recordings) and `_unknown_` (other words); per split,
+    silence and unknown clips number silence_fraction and unknown_fraction of the command clips,
+    as TensorFlow's reference input pipeline makes them. classes=35 (v2) or 30 (v1) keeps every
+    word. The official validation_list.txt and testing_list.txt give val and test. Looks in
+    `root` (an extracted copy, or a folder holding the .tar.gz), else data_dir()/speech_commands.
+    """
+    if version not in SPEECH_COMMANDS_WORDS:
+        raise GroveError(f"Speech Commands version must be 1 or 2, got {version}")
+    feature_options, augment_options = parse_features(features), parse_augment(augment)
+    folder = _speech_commands_folder(root, version)
+    # The fractions serve only for a copy without the official split lists.
+    splits = scan_folders(
+        folder,
+        AUDIO_EXTENSIONS,
+        what="audio files",
+        val_fraction=0.1,
+        test_fraction=0.1,
+        seed=seed,
+        ignore=(BACKGROUND_NOISE,),
+        group=_speaker,
+    )
+    clip = sample_rate  # every Speech Commands clip is at most 1 s
+    words = splits.classes
+    if classes == 12:
+        names = [SILENCE, UNKNOWN, *COMMAND_WORDS]
+        noise = _background_files(folder, sample_rate, clip) if silence_fraction else []
+        split_data = [
+            KeywordClips(
+                _twelve_class_entries(items, words, noise, clip, silence_fraction, unknown_fraction, seed + k),
+                sample_rate,
+                clip,
+            )
+            for k, items in enumerate((splits.train, splits.val, splits.test))
+        ]
+    elif classes == len(words) and classes == SPEECH_COMMANDS_WORDS[version]:
+        names = words
+        split_data = [KeywordClips(items, sample_rate, clip) for items in (splits.train, splits.val, splits.test)]
+    else:
+        raise GroveError(
+            f"classes must be 12 (10 commands, _silence_, _unknown_) or {SPEECH_COMMANDS_WORDS[version]} "
+            f"(every word of v{version}); got {classes} ({len(words)} word folders in {folder})"
+        )
+    transform = AudioTransform(sample_rate, feature_options, augment_options)
+    train, val, test = split_data
+    return keyword_bundle(train, val, test if len(test) else None, names, transform, 1.0, version=version)
+
+
+def _speech_commands_folder(root, version: int) -> Path:
+    folder = Path(root).expanduser() if root else data_dir() / "speech_commands"
+    if (folder / "yes").is_dir():
+        return folder
+    name = f"speech_commands_v0.0{version}"
+    extracted = folder / name
+    if not (extracted / COMPLETE).exists():
+        archive = fetch(
+            SPEECH_COMMANDS_URL.format(version=version),
+            folder / f"{name}.tar.gz",
+            what=f"the Speech Commands v{version} archive",
+        )
+        extract_archive(archive, extracted)
+    return extracted
+
+
+def _background_files(folder: Path, sample_rate: int, clip: int) -> list[tuple[str, int]]:
+    """(path, length in samples at sample_rate) of each background-noise file at least a clip long."""
+    noise_dir = folder / BACKGROUND_NOISE
+    files = list_files(noise_dir, AUDIO_EXTENSIONS) if noise_dir.is_dir() else []
+    lengths = [(f, header_length(f, sample_rate)) for f in files]
+    usable = [(f, n) for f, n in lengths if n >= clip]
+    if not usable:
+        raise GroveError(
+            f"the _silence_ class is cut from {noise_dir}/*.wav, and there is no usable file there; "
+            "add background noise recordings or set data.silence_fraction=0"
+        )
+    return usable
+
+
+def _twelve_class_entries(
+    items, words: list[str], noise, clip: int, silence_fraction: float, unknown_fraction: float, seed: int
+) -> list[tuple]:
+    """items: (path, index in words) -> (path, 12-class label), plus the (path, 0, offset, volume)
+    entries of _silence_ clips."""
+    rng = np.random.default_rng(seed)
+    commands = {w: i + 2 for i, w in enumerate(COMMAND_WORDS)}  # 0 _silence_, 1 _unknown_
+    known = [(f, commands[words[w]]) for f, w in items if words[w] in commands]
+    unknown = [(f, 1) for f, w in items if words[w] not in commands]
+    n_unknown = min(len(unknown), math.ceil(len(known) * unknown_fraction))
+    picked = [unknown[i] for i in sorted(rng.choice(len(unknown), n_unknown, replace=False))] if n_unknown else []
+    silence = []
+    for _ in range(math.ceil(len(known) * silence_fraction) if noise else 0):
+        path, length = noise[rng.integers(len(noise))]
+        silence.append((path, 0, int(rng.integers(0, length - clip + 1)), float(rng.uniform())))
+    return known + picked + silence
+
+
+# ---------------------------------------------------------------------------------------------
+# Transcribed utterances
+
+
+def _transcription_splits(split_lists, sample_rate):
+    """[(files, transcripts) or None] * 3 -> (alphabet, [TranscriptionFiles or None] * 3)."""
+    alphabet = build_alphabet(split_lists[0][1])
+    return alphabet, [TranscriptionFiles(*s, alphabet, sample_rate) if s else None for s in split_lists]
+
+
+@register_dataset(modality="audio")
+def audio_manifest(
+    *,
+    root: str | Path | None = None,
+    train: str = "train.csv",
+    val: str = "dev.csv",
+    test: str | None = None,
+    sample_rate: int = 16000,
+    features: dict[str, Any] | None = None,
+    augment: dict[str, Any] | None = None,
+):
+    """Your own transcribed utterances: CSV (path,transcript) or JSONL manifests per split.
+
+    Manifests are looked up in `root`; audio paths are relative to their manifest. The alphabet
+    is the lower-cased characters of the training transcripts (0 = CTC blank, 1 = space); other
+    characters in val/test are dropped.
+    """
+    if root is None:
+        raise GroveError("data.root is required for audio_manifest: pass data.root=/folder/with/train.csv")
+    feature_options, augment_options = parse_features(features), parse_transcription_augment(augment)
+    root = Path(root).expanduser()
+    lists = [read_manifest(root / name) if name else None for name in (train, val, test)]
+    alphabet, splits = _transcription_splits(lists, sample_rate)
+    transform = AudioTransform(sample_rate, feature_options, augment_options)
+    return transcription_bundle(*splits, alphabet, transform)
+
+
+@register_dataset(modality="audio")
+def librispeech(
+    *,
+    root: str | Path | None = None,
+    subset: LibriSpeechSubset = "train-clean-100",
+    val_subset: LibriSpeechSubset = "dev-clean",
+    test_subset: LibriSpeechSubset | None = None,
+    sample_rate: int = 16000,
+    features: dict[str, Any] | None = None,
+    augment: dict[str, Any] | None = None,
+):
+    """LibriSpeech read English (OpenSLR 12): subset trains, val_subset validates (downloads them).
+
+    Subsets: dev-clean, dev-other, test-clean, test-other, train-clean-100, train-clean-360,
+    train-other-500. Looks for root/LibriSpeech/<subset> (or root/<subset>), else downloads and
+    extracts <subset>.tar.gz into root (default data_dir()/librispeech). Character alphabet as
+    audio_manifest.
+    """
+    feature_options, augment_options = parse_features(features), parse_transcription_augment(augment)
+    folder = Path(root).expanduser() if root else data_dir() / "librispeech"
+    lists = [_librispeech_subset(folder, s) if s else None for s in (subset, val_subset, test_subset)]
+    alphabet, splits = _transcription_splits(lists, sample_rate)
+    transform = AudioTransform(sample_rate, feature_options, augment_options)
+    return transcription_bundle(*splits, alphabet, transform, subsets=[subset, val_subset, test_subset])
+
+
+def _librispeech_subset(folder: Path, subset: str) -> tuple[list[str], list[str]]:
+    if subset not in LIBRISPEECH_SHA256:
+        raise GroveError(f"unknown LibriSpeech subset '{subset}'; choose one of: {', '.join(LIBRISPEECH_SHA256)}")
+    found = [p for p in (folder / "LibriSpeech" / subset, folder / subset) if p.is_dir()]
+    if found:
+        where = found[0]
+    else:
+        archive = fetch(
+            LIBRISPEECH_URL.format(subset=subset),
+            folder / f"{subset}.tar.gz",
+            sha256=LIBRISPEECH_SHA256[subset],
+            what=f"LibriSpeech {subset}",
+        )
+        where = extract_archive(archive, folder / "LibriSpeech" / subset, member=f"LibriSpeech/{subset}")
+    files, transcripts = [], []
+    for parent, dirs, names in os.walk(where):
+        dirs.sort()
+        for name in sorted(n for n in names if n.endswith(".trans.txt")):
+            for line in (Path(parent) / name).read_text(encoding="utf-8").splitlines():
+                utterance, _, text = line.strip().partition(" ")
+                if utterance:
+                    files.append(os.path.join(parent, utterance + ".flac"))
+                    transcripts.append(text)
+    if not files:
+        raise GroveError(f"no *.trans.txt transcripts under {where}: it is not a LibriSpeech subset folder")
+    return files, transcripts
