@@ -1,5 +1,6 @@
 import json
 import math
+import shutil
 import tarfile
 from pathlib import Path
 
@@ -533,3 +534,79 @@ def test_collate_input_is_plain_tensors():
     assert (
         inputs["audio"].shape == (2, 5) and targets["tokens"].shape == (2, 2) and targets["lengths"].tolist() == [2, 0]
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# One split, as `grove evaluate` rebuilds it: splits and classes
+
+
+def built(bundle):
+    return [name for name in ("train", "val", "test") if getattr(bundle, name) is not None]
+
+
+def test_audio_folder_one_split_and_classes(tmp_path):
+    root = make_keyword_folder(tmp_path / "sc")
+    (root / "testing_list.txt").write_text("up/cc33_nohash_0.wav\nyes/cc33_nohash_1.wav\n")
+    full = audio_folder(root=str(root), val_fraction=0.25)
+    for split in ("val", "test"):
+        one = audio_folder(root=str(root), val_fraction=0.25, splits=[split])
+        assert built(one) == [split] and getattr(one, split).entries == getattr(full, split).entries
+        assert one.meta == full.meta and one.classes == full.classes
+    order = ["yes", "up", "no", "maybe"]
+    relabelled = audio_folder(root=str(root), val_fraction=0.25, splits=["val"], classes=order)
+    assert relabelled.classes == order and relabelled.model_defaults["num_classes"] == 4
+    assert [(f, order.index(full.classes[t])) for f, t in full.val.entries] == relabelled.val.entries
+    with pytest.raises(GroveError) as err:
+        audio_folder(root=str(root), val_fraction=0.25, splits=["test"], classes=["yes", "no"])
+    assert str(err.value) == f"unknown label 'up' in {root / 'up' / 'cc33_nohash_0.wav'}; known classes: 'yes', 'no'"
+
+
+def test_audio_folder_with_the_runs_classes_needs_no_train_folder(tmp_path):
+    make_keyword_folder(tmp_path / "train", speakers=("aa11", "bb22"))
+    make_keyword_folder(tmp_path / "val", speakers=("cc33",))
+    make_keyword_folder(tmp_path / "test", words=("yes", "no"), speakers=("dd44",))  # no "up": fine
+    for split in ("train", "val", "test"):
+        (tmp_path / split / "_background_noise_" / "white_noise.wav").unlink()
+    full = audio_folder(root=str(tmp_path), classes=["no", "up", "yes"])
+    (tmp_path / "train" / "up" / "aa11_nohash_0.wav").write_bytes(b"corrupt")
+    shutil.rmtree(tmp_path / "train" / "yes")
+    test = audio_folder(root=str(tmp_path), splits=["test"], classes=full.classes)
+    assert test.test.entries == full.test.entries and test.meta == full.meta
+
+
+def test_speech_commands_one_split_and_its_own_class_names(tmp_path):
+    root = make_keyword_folder(
+        tmp_path / "sc", words=("yes", "no", "cat", "dog", "bed"), speakers=("aa11", "bb22", "cc33"), clips=4
+    )
+    (root / "validation_list.txt").write_text("yes/bb22_nohash_0.wav\ncat/bb22_nohash_0.wav\n")
+    (root / "testing_list.txt").write_text("no/cc33_nohash_0.wav\ndog/cc33_nohash_1.wav\n")
+    full = speech_commands(root=str(root), classes=12)
+    # The class names a run saved give back what classes=12 gave, one split or all.
+    named = speech_commands(root=str(root), classes=full.classes)
+    for split in ("train", "val", "test"):
+        assert getattr(named, split).entries == getattr(full, split).entries
+        one = speech_commands(root=str(root), classes=full.classes, splits=[split])
+        assert built(one) == [split] and getattr(one, split).entries == getattr(full, split).entries
+    assert named.meta == full.meta and named.classes == full.classes
+    # Without _unknown_ among the classes, only the words named are classes: val has no other word ...
+    words = speech_commands(root=str(root), classes=["cat", "yes", "no", "dog"], splits=["val"])
+    assert [(Path(f).parent.name, t) for f, t in words.val.entries] == [("cat", 0), ("yes", 1)]
+    # ... and train's "bed" clips are an error.
+    with pytest.raises(GroveError) as err:
+        speech_commands(root=str(root), classes=["cat", "yes", "no", "dog"], splits=["train"])
+    assert str(err.value) == (
+        f"unknown label 'bed' in {root / 'bed' / 'aa11_nohash_0.wav'}; known classes: 'cat', 'yes', 'no', 'dog'"
+    )
+
+
+def test_audio_manifest_with_the_runs_alphabet_reads_only_its_split(tmp_path):
+    root = make_manifest_folder(tmp_path / "m")
+    full = audio_manifest(root=str(root), val="dev.jsonl")
+    (root / "train.csv").unlink()
+    val = audio_manifest(root=str(root), val="dev.jsonl", splits=["val"], classes=full.classes)
+    assert val.train is None and val.test is None and val.meta == full.meta and val.classes == full.classes
+    assert val.val.files == full.val.files and all(torch.equal(a, b) for a, b in zip(val.val.tokens, full.val.tokens))
+    with pytest.raises(GroveError, match="CTC alphabet"):
+        audio_manifest(root=str(root), val="dev.jsonl", splits=["val"], classes=["a", "b", "c"])
+    with pytest.raises(GroveError, match="does not exist"):  # without the alphabet, train.csv is needed
+        audio_manifest(root=str(root), val="dev.jsonl", splits=["val"])

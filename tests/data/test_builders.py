@@ -11,6 +11,7 @@ from pydantic import TypeAdapter, ValidationError
 from grove.config import builtin_recipes, load_recipe
 from grove.data.base import MODALITIES, StreamData, TensorData, WindowData
 from grove.data.loader import BatchLoader
+from grove.errors import GroveError
 from grove.registry import DATASETS
 
 NAMES = DATASETS.names()
@@ -82,3 +83,36 @@ def test_loader_lists_the_skipped_files_sorted_once():
             pass
     assert loader.skipped_files == [f"/data/file{i:02d}.wav" for i in (1, 3, 5, 7)]
     assert loader.skipped == set(loader.skipped_files)
+
+
+# What `grove evaluate` passes (grove.engine.build.build_split): splits always, saved_dir where a
+# bundle has files to reuse, classes where label ids name classes.
+CLASSIFICATION = {
+    "digits", "cifar10", "image_folder", "audio_folder", "speech_commands", "spoken_words",
+    "text_classification", "sst2", "sentiment_demo",
+}
+FITTED_ALPHABET = {"audio_manifest", "librispeech"}  # CTC sets whose classes are an alphabet fitted on train
+SAVED_FILES = {"ptb", "wikitext2", "tiny_shakespeare", "text_classification", "sst2", "sentiment_demo"}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_builders_take_the_options_evaluation_passes(name):
+    entry = DATASETS.get(name)
+    hints = typing.get_type_hints(entry.fn)
+    assert entry.parameters()["splits"].default is None
+    TypeAdapter(hints["splits"]).validate_python(["test", "val"])
+    with pytest.raises(ValidationError):
+        TypeAdapter(hints["splits"]).validate_python(["dev"])
+    assert ("saved_dir" in entry.parameters()) == (name in SAVED_FILES)
+    assert ("classes" in entry.parameters()) == (name in CLASSIFICATION | FITTED_ALPHABET)
+    if name in CLASSIFICATION | FITTED_ALPHABET:
+        TypeAdapter(hints["classes"]).validate_python(["b", "a"])
+
+
+def test_unknown_splits_are_refused():
+    from grove.data.image import digits
+
+    with pytest.raises(GroveError, match="unknown split 'dev'; choose from train, val, test"):
+        digits(splits=["dev"])
+    with pytest.raises(GroveError, match="distinct"):
+        digits(classes=["0", "0"])

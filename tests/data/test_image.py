@@ -1,4 +1,5 @@
 import hashlib
+import shutil
 import io
 import json
 import pickle
@@ -318,3 +319,91 @@ def test_cifar10_rejects_a_wrong_archive(tmp_path):
     (tmp_path / "cifar-10-python.tar.gz").write_bytes(b"not it")
     with pytest.raises(GroveError, match="delete it"):
         cifar10(root=str(tmp_path))
+
+
+# One split, as `grove evaluate` rebuilds it: splits and classes
+
+
+def same_tensor_items(a, b):
+    assert torch.equal(a.inputs, b.inputs) and torch.equal(a.targets, b.targets)
+
+
+def test_digits_one_split_and_classes():
+    full = digits(seed=1)
+    test = digits(seed=1, splits=["test"])
+    assert test.train is None and test.val is None and test.meta == full.meta and test.classes == full.classes
+    same_tensor_items(test.test, full.test)
+    same_tensor_items(digits(seed=1, splits=["val"]).val, full.val)
+    order = [str(d) for d in reversed(range(10))] + ["ten"]  # a class with no image is fine
+    relabelled = digits(seed=1, splits=["test"], classes=order)
+    assert relabelled.classes == order and relabelled.model_defaults["num_classes"] == 11
+    assert torch.equal(relabelled.test.targets, 9 - full.test.targets)
+    with pytest.raises(GroveError) as err:
+        digits(seed=1, splits=["test"], classes=[str(d) for d in range(9)])  # no "9"
+    message = str(err.value)
+    assert "\n" not in message and message.startswith("unknown label '9' in digits test #")
+    assert message.endswith("known classes: '0', '1', '2', '3', '4', '5', '6', '7', '8'")
+
+
+def test_cifar10_one_split_unpickles_only_its_batches(tmp_path, monkeypatch):
+    archive, _, names = fake_cifar(tmp_path)
+    monkeypatch.setattr(image, "CIFAR10_MD5", hashlib.md5(archive.read_bytes()).hexdigest())
+    full = cifar10(root=str(tmp_path), val_fraction=0.5)
+    unpickled = []
+    real = image._unpickle
+    monkeypatch.setattr(image, "_unpickle", lambda f: unpickled.append(real(f)) or unpickled[-1])
+    test = cifar10(root=str(tmp_path), val_fraction=0.5, splits=["test"])
+    assert len(unpickled) == 2  # batches.meta and test_batch, not the five training batches
+    assert test.train is None and test.val is None and test.meta == full.meta
+    same_tensor_items(test.test, full.test)
+    val = cifar10(root=str(tmp_path), val_fraction=0.5, splits=["val"], classes=names[::-1])
+    assert val.train is None and val.test is None and val.classes == names[::-1]
+    assert torch.equal(val.val.inputs, full.val.inputs) and torch.equal(val.val.targets, 9 - full.val.targets)
+
+
+def image_items(split):
+    return [(split.path(i), split.targets[i]) for i in range(len(split))]
+
+
+def test_image_folder_builds_only_the_asked_splits(tmp_path):
+    for name, count in (("train", 3), ("val", 1), ("test", 2)):
+        make_tree(tmp_path / name, {"a": count, "b": count, "c": count})
+    full = image_folder(root=str(tmp_path), image_size=8)
+    test = image_folder(root=str(tmp_path), image_size=8, splits=["test"])
+    assert test.train is None and test.val is None and test.classes == full.classes and test.meta == full.meta
+    assert image_items(test.test) == image_items(full.test)
+    assert torch.equal(test.test[1][0], full.test[1][0])
+    # With the run's classes, train/ is not needed at all.
+    shutil.rmtree(tmp_path / "train")
+    alone = image_folder(root=str(tmp_path), image_size=8, splits=["test"], classes=full.classes)
+    assert image_items(alone.test) == image_items(full.test) and alone.meta == full.meta
+
+
+def test_image_folder_held_out_splits_match_and_classes_relabel(tmp_path):
+    make_tree(tmp_path, {"cat": 7, "dog": 5, "owl": 3})
+    full = image_folder(root=str(tmp_path), image_size=8, val_fraction=0.2, test_fraction=0.2)
+    for split in ("val", "test"):
+        one = image_folder(root=str(tmp_path), image_size=8, val_fraction=0.2, test_fraction=0.2, splits=[split])
+        assert image_items(getattr(one, split)) == image_items(getattr(full, split))
+        assert [s for s in ("train", "val", "test") if getattr(one, s) is not None] == [split]
+    order = ["owl", "dog", "cat", "emu"]
+    relabelled = image_folder(
+        root=str(tmp_path), image_size=8, val_fraction=0.2, test_fraction=0.2, splits=["test"], classes=order
+    )
+    assert relabelled.classes == order and relabelled.model_defaults["num_classes"] == 4
+    assert [(path, order.index(full.classes[t])) for path, t in image_items(full.test)] == image_items(relabelled.test)
+
+
+def test_image_folder_unknown_class_is_one_line_naming_file_and_classes(tmp_path):
+    for name in ("train", "val", "test"):
+        make_tree(tmp_path / name, {"a": 1, "b": 1})
+    make_tree(tmp_path / "test" / "zebra", {"x": 0})
+    save_image(tmp_path / "test" / "zebra" / "z.png", noise(12, 12))
+    # test/ lacking a class of the run is fine; a class the run does not know is not.
+    fine = image_folder(root=str(tmp_path), image_size=8, splits=["val"], classes=["a", "b", "c"])
+    assert len(fine.val) == 2
+    with pytest.raises(GroveError) as err:
+        image_folder(root=str(tmp_path), image_size=8, splits=["test"], classes=["a", "b"])
+    assert str(err.value) == (
+        f"unknown label 'zebra' in {tmp_path / 'test' / 'zebra' / 'z.png'}; known classes: 'a', 'b'"
+    )

@@ -104,8 +104,9 @@ def test_spoken_words_is_deterministic_and_reuses_its_cache(data_dir, monkeypatc
     assert torch.equal(first.train.inputs, second.train.inputs) and torch.equal(first.test.inputs, second.test.inputs)
 
     cached = sw.spoken_words(**TINY)
-    files = sorted(p.name for p in data_dir.iterdir())
-    assert len(files) == 1 and files[0].endswith(".npz") and cached.meta["cache"].endswith(files[0])
+    (folder,) = data_dir.iterdir()
+    assert cached.meta["cache"] == str(folder)
+    assert sorted(p.name for p in folder.iterdir()) == ["000_en-us+m3.npz", "001_en-gb+f3.npz", "002_en-029+klatt.npz"]
     assert torch.equal(cached.val.inputs, first.val.inputs)
 
     def no_espeak(*args, **kwargs):
@@ -130,15 +131,17 @@ def test_cache_is_written_atomically(data_dir, monkeypatch):
     monkeypatch.setattr(sw.np, "savez", savez_then_fail)
     bundle = sw.spoken_words(**TINY)  # the data are still usable
     assert len(bundle.train) == 3
-    assert list(data_dir.iterdir()) == []  # neither a half-written cache nor its temporary file
+    # neither a half-written cache nor its temporary file
+    assert [p for p in data_dir.rglob("*") if p.is_file()] == []
     monkeypatch.setattr(sw.np, "savez", real_savez)
 
     sw.spoken_words(**TINY)
-    (path,) = data_dir.iterdir()
-    assert not path.name.startswith(".")
-    path.write_bytes(path.read_bytes()[:1000])  # a cache cut short (by hand) is made again
-    bundle = sw.spoken_words(**TINY)
-    assert len(bundle.train) == 3 and path.stat().st_size > 1000
+    (folder,) = data_dir.iterdir()
+    paths = sorted(folder.iterdir())
+    assert len(paths) == 3 and not any(p.name.startswith(".") for p in paths)
+    paths[0].write_bytes(paths[0].read_bytes()[:1000])  # a cache file cut short (by hand) is made again
+    again = sw.spoken_words(**TINY)
+    assert len(again.train) == 3 and paths[0].stat().st_size > 1000
 
 
 @needs_espeak
@@ -169,3 +172,71 @@ def test_spoken_digit_sequences(data_dir):
     )
     assert torch.equal(again.train.samples, bundle.train.samples)
     assert len(list(data_dir.iterdir())) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# One split, as `grove evaluate` builds it
+
+
+def spoken(monkeypatch):
+    """The voices espeak-ng speaks with from now on."""
+    calls = []
+    real = espeak._espeak
+
+    def recording(text, voice, *args, **kwargs):
+        calls.append(voice)
+        return real(text, voice, *args, **kwargs)
+
+    monkeypatch.setattr(espeak, "_espeak", recording)
+    return calls
+
+
+@needs_espeak
+def test_spoken_words_one_split_speaks_only_its_voices(data_dir, monkeypatch):
+    full = sw.spoken_words(**TINY, cache=False)
+    calls = spoken(monkeypatch)
+    test = sw.spoken_words(**TINY, splits=["test"])
+    assert set(calls) == set(full.meta["voices"]["test"])
+    assert test.train is None and test.val is None
+    assert torch.equal(test.test.inputs, full.test.inputs) and torch.equal(test.test.targets, full.test.targets)
+    assert test.test.voices == full.test.voices and test.test.path(0) == full.test.path(0)
+    assert {**test.meta, "cache": None} == full.meta and test.classes == full.classes
+    (folder,) = data_dir.iterdir()
+    assert len(list(folder.iterdir())) == 1  # the test voice's file
+
+    calls.clear()
+    cached = sw.spoken_words(**TINY)  # the other voices are spoken now, the test voice is read
+    assert set(calls) == set(full.meta["voices"]["train"]) | set(full.meta["voices"]["val"])
+    assert test.meta == cached.meta and torch.equal(cached.train.inputs, full.train.inputs)
+    calls.clear()
+    val = sw.spoken_words(**TINY, splits=["val"])
+    assert calls == [] and torch.equal(val.val.inputs, full.val.inputs) and val.test is None
+
+
+@needs_espeak
+def test_spoken_words_classes_relabel_by_word(data_dir):
+    full = sw.spoken_words(**TINY)
+    order = ["seven", "yes", "no", "maybe"]  # a class without clips is fine
+    relabelled = sw.spoken_words(**TINY, splits=["val"], classes=order)
+    assert relabelled.classes == order and relabelled.model_defaults["num_classes"] == 4
+    assert relabelled.val.targets.tolist() == [order.index(full.classes[t]) for t in full.val.targets]
+    assert torch.equal(relabelled.val.inputs, full.val.inputs) and relabelled.val.voices == full.val.voices
+    with pytest.raises(GroveError) as err:
+        sw.spoken_words(**TINY, splits=["val"], classes=["yes", "no"])
+    message = str(err.value)
+    assert "\n" not in message and "'seven'" in message and "spoken_words #2" in message and "'yes', 'no'" in message
+
+
+@needs_espeak
+def test_spoken_digit_sequences_one_split(data_dir, monkeypatch):
+    options = {"n_utterances": 7, "voices": VOICES, "speeds": (160, 200), "pitches": (50,), "val_voices": 1,
+               "test_voices": 1}
+    full = sw.spoken_digit_sequences(**options, cache=False)
+    calls = spoken(monkeypatch)
+    test = sw.spoken_digit_sequences(**options, splits=["test"])
+    assert set(calls) == set(full.meta["voices"]["test"]) and test.train is None and test.val is None
+    assert len(test.test) == len(full.test) and test.test.names == full.test.names
+    for i in range(len(full.test)):
+        (wave, tokens), (expected_wave, expected_tokens) = test.test[i], full.test[i]
+        assert torch.equal(wave, expected_wave) and torch.equal(tokens, expected_tokens)
+    assert {**test.meta, "cache": None} == full.meta and test.classes == full.classes

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from grove.data.base import StreamData, WindowData
-from grove.data.text import classification, corpora
+from grove.data.text import classification, corpora, sentiment
 from grove.data.text import (
     TextClassificationData,
     no_transform,
@@ -418,3 +418,145 @@ def load_tokenizer_from(files):
         for name, data in files.items():
             (folder / name).write_bytes(data if isinstance(data, bytes) else data.encode())
         return load_tokenizer(folder)
+
+
+# One split behind a run's saved tokenizer, as `grove evaluate` rebuilds it
+
+
+def saved(bundle, folder):
+    """A run's data/ folder: what the bundle's files wrote at training time."""
+    folder.mkdir()
+    for name, data in bundle.files.items():
+        (folder / name).write_bytes(data if isinstance(data, bytes) else data.encode())
+    return str(folder)
+
+
+def same_lm_split(a, b):
+    if isinstance(a, StreamData):
+        assert torch.equal(a.inputs, b.inputs) and torch.equal(a.targets, b.targets) and a.bptt == b.bptt
+    else:
+        assert torch.equal(a.tokens, b.tokens) and (a.block_size, a.stride) == (b.block_size, b.stride)
+    assert a.source == b.source
+
+
+def same_classified(a, b):
+    assert torch.equal(a.tokens, b.tokens) and a.offsets == b.offsets and a.labels == b.labels
+    assert a.sources == b.sources and a.pad_id == b.pad_id
+
+
+@pytest.mark.parametrize(
+    "options", [{"rows": 2}, {"layout": "window", "block_size": 6}, {"tokenizer": "bpe", "vocab_size": 300, "rows": 2}]
+)
+def test_ptb_test_split_from_the_saved_tokenizer_without_the_train_file(ptb_root, tmp_path, options):
+    full = ptb(root=ptb_root, **options)
+    folder = saved(full, tmp_path / "data")
+    (ptb_root / "ptb.train.txt").unlink()  # nor downloaded again: the saved tokenizer is enough
+    test = ptb(root=ptb_root, **options, splits=["test"], saved_dir=folder)
+    assert test.train is None and test.val is None
+    same_lm_split(test.test, full.test)
+    assert test.files == full.files and test.meta == full.meta and test.model_defaults == full.model_defaults
+    text = "the cat sat on a zebra"
+    assert load_tokenizer_from(test.files).encode(text) == load_tokenizer_from(full.files).encode(text)
+
+
+def test_ptb_splits_alone_match_the_full_build(ptb_root):
+    full = ptb(root=ptb_root, rows=2)
+    for split in ("train", "val", "test"):
+        one = ptb(root=ptb_root, rows=2, splits=[split])
+        assert [s for s in ("train", "val", "test") if getattr(one, s) is not None] == [split]
+        same_lm_split(getattr(one, split), getattr(full, split))
+        assert one.files == full.files and one.meta == full.meta
+
+
+def test_tiny_shakespeare_val_from_the_saved_tokenizer(tmp_path):
+    (tmp_path / "corpus").mkdir()
+    shakespeare(tmp_path / "corpus")
+    for tokenizer in ("char", "word"):
+        full = tiny_shakespeare(root=tmp_path / "corpus", tokenizer=tokenizer, block_size=4)
+        folder = saved(full, tmp_path / f"data-{tokenizer}")
+        val = tiny_shakespeare(
+            root=tmp_path / "corpus", tokenizer=tokenizer, block_size=4, splits=["test", "val"], saved_dir=folder
+        )
+        assert val.train is None and val.test is None  # there is no test split
+        same_lm_split(val.val, full.val)
+        assert val.files == full.files and val.meta == full.meta
+
+
+def test_a_saved_tokenizer_of_another_kind_is_refused(ptb_root, tmp_path):
+    folder = saved(ptb(root=ptb_root, rows=2), tmp_path / "data")
+    with pytest.raises(GroveError, match="holds a word tokenizer, but the recipe asks for tokenizer=bpe"):
+        ptb(root=ptb_root, tokenizer="bpe", rows=2, splits=["test"], saved_dir=folder)
+    with pytest.raises(GroveError, match="no tokenizer in"):
+        ptb(root=ptb_root, rows=2, splits=["test"], saved_dir=str(tmp_path / "elsewhere"))
+
+
+def test_wikitext2_test_split_reads_only_its_files(tmp_path, offline):
+    folder = tmp_path / "wt2"
+    for split, lines in (("train", TRAIN), ("valid", VALID), ("test", TEST)):
+        write_lines(folder / f"wiki.{split}.tokens", lines)
+    full = wikitext2(root=folder, rows=2)
+    data = saved(full, tmp_path / "data")
+    (folder / "wiki.train.tokens").unlink()  # the archive is not fetched for it
+    test = wikitext2(root=folder, rows=2, splits=["test"], saved_dir=data)
+    same_lm_split(test.test, full.test)
+    assert test.files == full.files and test.meta == full.meta
+
+
+@pytest.mark.parametrize("tokenizer", ["word", "char", "bpe"])
+def test_classification_test_split_from_the_saved_tokenizer_without_train(tmp_path, tokenizer):
+    write_csv(tmp_path / "train.csv", CLASSIFIED)
+    write_csv(tmp_path / "dev.csv", [("a GREAT film", "pos"), ("an unseen word", "neg")])
+    write_csv(tmp_path / "test.csv", [("boring cast", "neg"), ("great", "pos"), ("fun", "pos")])
+    options = {"root": tmp_path, "test": "test.csv", "tokenizer": tokenizer, "vocab_size": 300}
+    full = text_classification(**options)
+    folder = saved(full, tmp_path / "data")
+    (tmp_path / "train.csv").write_text("not,a,classification\nfile")
+    test = text_classification(**options, splits=["test"], saved_dir=folder, classes=full.classes)
+    assert test.train is None and test.val is None and test.classes == full.classes
+    same_classified(test.test, full.test)
+    assert test.files == full.files and test.meta == full.meta and test.model_defaults == full.model_defaults
+
+
+def test_classification_classes_relabel_and_unknown_labels_are_one_line(tmp_path):
+    write_csv(tmp_path / "train.csv", CLASSIFIED)
+    write_csv(tmp_path / "dev.csv", [("a GREAT film", "pos"), ("meh", "neutral")])
+    write_csv(tmp_path / "test.csv", [("boring cast", "neg"), ("great", "pos")])
+    full = text_classification(root=tmp_path, val="test.csv")
+    relabelled = text_classification(root=tmp_path, val="test.csv", splits=["val"], classes=["pos", "meh", "neg"])
+    assert relabelled.classes == ["pos", "meh", "neg"] and relabelled.model_defaults["num_classes"] == 3
+    assert relabelled.val.labels == [2, 0] and full.val.labels == [0, 1]
+    assert torch.equal(relabelled.val.tokens, full.val.tokens)
+    with pytest.raises(GroveError) as err:
+        text_classification(root=tmp_path, splits=["val"], classes=["neg", "pos"])
+    assert str(err.value) == "unknown label 'neutral' in dev.csv line 3; known classes: 'neg', 'pos'"
+
+
+def test_sst2_val_without_train_tsv_downloads_nothing(tmp_path, offline):
+    rows = [("a charming journey ", "1"), ("a dull , lifeless film ", "0")] * 3
+    (tmp_path / "train.tsv").write_text("sentence\tlabel\n" + "".join(f"{t}\t{label}\n" for t, label in rows))
+    (tmp_path / "dev.tsv").write_text("sentence\tlabel\ncharming film \t1\ndull \t0\n")
+    full = sst2(root=tmp_path)
+    folder = saved(full, tmp_path / "data")
+    (tmp_path / "train.tsv").unlink()
+    val = sst2(root=tmp_path, splits=["test", "val"], saved_dir=folder, classes=full.classes)
+    same_classified(val.val, full.val)
+    assert val.train is None and val.test is None and val.files == full.files and val.meta == full.meta
+    with pytest.raises(GroveError, match="SST-2.zip"):  # the train split needs train.tsv
+        sst2(root=tmp_path, splits=["train"], saved_dir=folder, classes=full.classes)
+
+
+def test_sentiment_demo_test_split_generates_only_test(tmp_path, monkeypatch):
+    options = {"n_train": 60, "n_val": 20, "n_test": 30, "seed": 2}
+    full = sentiment_demo(**options)
+    folder = saved(full, tmp_path / "data")
+    generated = []
+    real = sentiment._generate_reviews
+    monkeypatch.setattr(
+        sentiment, "_generate_reviews", lambda n, seed, **kw: generated.append(seed) or real(n, seed, **kw)
+    )
+    test = sentiment_demo(**options, splits=["test"], saved_dir=folder)
+    assert generated == ["2/test"] and test.train is None and test.val is None
+    same_classified(test.test, full.test)
+    assert test.files == full.files and test.meta == full.meta and test.classes == full.classes == ["0", "1"]
+    flipped = sentiment_demo(**options, splits=["test"], saved_dir=folder, classes=["1", "0"])
+    assert flipped.test.labels == [1 - label for label in full.test.labels]

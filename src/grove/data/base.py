@@ -1,7 +1,13 @@
 """What every data set builder returns, and the in-memory split types.
 
 A builder is registered with `@register_dataset(modality=...)`, one of MODALITIES, and returns a
-`DataBundle`. Splits are either a `TensorData` (everything in memory; the loader indexes it on the
+`DataBundle`. Every builder takes `splits` (build only those; the others are None); builders
+whose bundle has `files` (the text ones: a fitted tokenizer) take `saved_dir` (a trained run's
+data/ folder: reuse what is saved there instead of fitting it again); classification builders
+take `classes` (the names label ids map to, in order), as does a CTC set whose alphabet is
+fitted (its classes are the alphabet).
+
+Splits are either a `TensorData` (everything in memory; the loader indexes it on the
 training device, no workers) or a map-style dataset whose `__getitem__` returns
 `(input, target)`, or `None` for an unreadable file. Every split's `path(i)` says where item i
 came from (a file's path, or the data set and index for data made in memory), so the loader can
@@ -11,13 +17,46 @@ report an unreadable file and the engine can list the skipped ones.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import torch
 
+from grove.errors import GroveError
+
 # The one spelling of each modality, in registry tags and in DataBundle.meta["modality"].
 MODALITIES = ("image", "audio", "text")
+SPLITS = ("train", "val", "test")
+Split = Literal["train", "val", "test"]
+_SHOWN_CLASSES = 20  # how many known classes an unknown-label error lists
+
+
+def wanted_splits(splits: Sequence[str] | None) -> frozenset[str]:
+    """The splits a builder's `splits` option asks for: every one for None."""
+    if splits is None:
+        return frozenset(SPLITS)
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown:
+        raise GroveError(f"splits: unknown split {unknown[0]!r}; choose from {', '.join(SPLITS)}")
+    return frozenset(splits)
+
+
+def class_index(classes: Sequence[str]) -> dict[str, int]:
+    """label -> id for a builder's `classes` option, which must name distinct classes."""
+    names = list(classes)
+    if not names or not all(isinstance(c, str) and c for c in names) or len(set(names)) != len(names):
+        raise GroveError(f"classes must be distinct non-empty class names, got {names[:_SHOWN_CLASSES]}")
+    return {c: i for i, c in enumerate(names)}
+
+
+def unknown_label(label, where: str, classes: Sequence[str], given: bool) -> GroveError:
+    """The one-line error for an item whose label is not a known class; `given`: the classes came
+    from the builder's `classes` option, not from the training split."""
+    shown = ", ".join(repr(c) for c in list(classes)[:_SHOWN_CLASSES])
+    more = f" and {len(classes) - _SHOWN_CLASSES} more" if len(classes) > _SHOWN_CLASSES else ""
+    known = "known classes" if given else "labels seen in training"
+    return GroveError(f"unknown label {label!r} in {where}; {known}: {shown}{more}")
 
 
 class TensorData:
@@ -48,6 +87,21 @@ class TensorData:
         return moved
 
 
+def relabel(data: TensorData, names: Sequence[str], classes: Sequence[str]) -> TensorData:
+    """`data` with its targets (indices into `names`) as indices into `classes`, by name; an item
+    whose name is not among `classes` is an unknown_label error."""
+    index = class_index(classes)
+    lookup = torch.tensor([index.get(name, -1) for name in names], dtype=torch.long)
+    targets = lookup[data.targets.long()]
+    unknown = (targets < 0).nonzero()
+    if len(unknown):
+        i = int(unknown[0])
+        raise unknown_label(names[int(data.targets[i])], data.path(i), classes, given=True)
+    relabelled = copy.copy(data)  # keeps a subclass's own attributes (voices ...)
+    relabelled.targets = targets
+    return relabelled
+
+
 @dataclass
 class DataBundle:
     """Splits plus what the rest of grove needs to know about them.
@@ -57,8 +111,9 @@ class DataBundle:
     that evaluate/predict can rebuild the transform and name the classes without the data.
     """
 
-    train: Any
-    val: Any
+    # A split the data set lacks, or that the builder's `splits` did not ask for, is None.
+    train: Any | None
+    val: Any | None
     test: Any | None
     classes: list[str]
     transform: Callable[[torch.Tensor, bool], torch.Tensor]

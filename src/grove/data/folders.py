@@ -14,6 +14,11 @@ group move together: whole groups are ranked and held out (ceil(fraction x group
 the class shares only approximately. Files may sit in sub-folders of a class folder;
 folders and files starting with "." and folders named in `ignore` are skipped.
 A layout that looks wrong is a one-line GroveError saying what was expected.
+
+`splits` names the splits wanted (the others come back empty); in split folders only their
+folders are read, and train/ too where it is needed: for the class names, or to hold val out of.
+`classes` gives the class names label ids map to (a trained run's): files are held out as
+without it, then relabelled by name, and a wanted file whose class is not among them is an error.
 """
 
 from __future__ import annotations
@@ -22,19 +27,21 @@ import hashlib
 import math
 import os
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Literal
 
+from grove.data.base import SPLITS, class_index, unknown_label, wanted_splits
 from grove.errors import GroveError
 
-SPLITS = ("train", "val", "test")
 SPLIT_LISTS = {"val": "validation_list.txt", "test": "testing_list.txt"}
 
 
 @dataclass
 class FolderSplits:
-    """(path, class index) pairs per split, sorted by class then path; test may be empty."""
+    """(path, class index) pairs per split, sorted by class then path; test, and the splits not
+    wanted, may be empty."""
 
     classes: list[str]
     train: list[tuple[str, int]]
@@ -53,9 +60,13 @@ def scan_folders(
     seed: int,
     ignore: tuple[str, ...] = (),
     group: Callable[[str], str] | None = None,
+    splits: Sequence[str] | None = None,
+    classes: Sequence[str] | None = None,
 ) -> FolderSplits:
     """The splits of the labelled files under `root`; `what` names the files in messages
-    ("images"), `group(relative path)` names the group a file belongs to."""
+    ("images"), `group(relative path)` names the group a file belongs to; `splits` (None: all)
+    and `classes` as the module says."""
+    wanted = wanted_splits(splits)
     root = Path(root).expanduser()
     if not root.is_dir():
         raise GroveError(f"{root} is not a folder: {_expected(root)}")
@@ -64,7 +75,7 @@ def scan_folders(
             raise GroveError(f"{name} must be in [0, 1), got {fraction}")
     if val_fraction + test_fraction >= 1:
         raise GroveError(f"val_fraction + test_fraction must be below 1, got {val_fraction} + {test_fraction}")
-    scan = _Scan(root, tuple(e.lower() for e in extensions), what, ignore, seed, group)
+    scan = _Scan(root, tuple(e.lower() for e in extensions), what, ignore, seed, group, classes is None)
     folders = _subfolders(root, ignore)
     named = [f for f in folders if f in SPLITS]
     if named and len(named) < len(folders):
@@ -74,30 +85,59 @@ def scan_folders(
             f"use {root}/{{train,val,test}}/<class>/<file> or {root}/<class>/<file>, not both; "
             "a class cannot be named train, val or test"
         )
-    splits = scan.split_folders(named, val_fraction) if named else scan.class_folders(val_fraction, test_fraction)
-    if not splits.train:
+    if named:
+        found = scan.split_folders(named, val_fraction, wanted)
+    else:
+        found = scan.class_folders(val_fraction, test_fraction)
+    if "train" in wanted and not found.train:
         raise GroveError(f"the train split of {root} is empty: every file is held out for val or test")
-    if not splits.val:
+    if "val" in wanted and not found.val:
         raise GroveError(
             f"the val split of {root} is empty: add files, raise val_fraction or list files in {SPLIT_LISTS['val']}"
         )
-    return splits
+    found = replace(found, **{name: [] for name in SPLITS if name not in wanted})
+    return found if classes is None else _relabel(found, list(classes))
+
+
+def _relabel(found: FolderSplits, classes: list[str]) -> FolderSplits:
+    """`found` with its labels (indices into the folders' classes) as indices into `classes`."""
+    index = class_index(classes)
+
+    def relabel(items):
+        out = []
+        for file, label in items:
+            name = found.classes[label]
+            if name not in index:
+                raise unknown_label(name, file, classes, given=True)
+            out.append((file, index[name]))
+        return out
+
+    return replace(found, classes=classes, **{name: relabel(getattr(found, name)) for name in SPLITS})
 
 
 class _Scan:
-    def __init__(self, root: Path, extensions, what: str, ignore, seed: int, group):
+    def __init__(self, root: Path, extensions, what: str, ignore, seed: int, group, derive_classes: bool):
         self.root, self.extensions, self.what = root, extensions, what
         self.ignore, self.seed, self.group = ignore, seed, group
+        # Classes are told from the folders, and checked to be the same in every split, unless
+        # the caller gives them (and relabels the files by name afterwards).
+        self.derive_classes = derive_classes
 
-    def split_folders(self, present: list[str], val_fraction: float) -> FolderSplits:
+    def split_folders(self, present: list[str], val_fraction: float, wanted: frozenset[str]) -> FolderSplits:
         root = self.root
-        if "train" not in present:
+        holds_out_val = "val" not in present and bool(wanted & {"train", "val"})
+        read = [
+            name
+            for name in present
+            if name in wanted or (name == "train" and (self.derive_classes or holds_out_val))
+        ]
+        if "train" not in present and (self.derive_classes or holds_out_val or "train" in wanted):
             raise GroveError(
                 f"{root} has {', '.join(f'{p}/' for p in present)} but no train/: expected {root}/train/<class>/<file>"
             )
-        per_split = {name: self._class_files(root / name) for name in present}
-        classes = sorted(per_split["train"])
-        for name in present:
+        per_split = {name: self._class_files(root / name) for name in read}
+        classes = sorted(per_split.get("train", ()))
+        for name in read if self.derive_classes else ():
             if sorted(per_split[name]) != classes:
                 lacks = sorted(set(classes) - set(per_split[name]))
                 extra = sorted(set(per_split[name]) - set(classes))
@@ -106,11 +146,17 @@ class _Scan:
                     f"{root / name} and {root / 'train'} have different class folders ({name}/ {difference}): "
                     "every split needs a folder for each class"
                 )
-        self._need_two(root / "train", classes)
+        if self.derive_classes:
+            self._need_two(root / "train", classes)
+        # train/'s classes first, so that holding val out of it gives what it gives without
+        # `classes`; class folders only other splits have (relabelled by the caller) after them.
+        classes += sorted({c for files in per_split.values() for c in files} - set(classes))
         index = {c: i for i, c in enumerate(classes)}
-        items = {name: [(f, index[c]) for c in classes for f in files[c]] for name, files in per_split.items()}
-        train, val = items["train"], items.get("val")
-        if val is None:
+        items = {
+            name: [(f, index[c]) for c in classes if c in files for f in files[c]] for name, files in per_split.items()
+        }
+        train, val = items.get("train", []), items.get("val", [])
+        if holds_out_val:
             if not val_fraction:
                 raise GroveError(
                     f"{root} has no val/ folder and val_fraction is 0: add {root}/val/<class>/<file> "
@@ -123,7 +169,8 @@ class _Scan:
         root = self.root
         per_class = self._class_files(root)
         classes = sorted(per_class)
-        self._need_two(root, classes)
+        if self.derive_classes:
+            self._need_two(root, classes)
         items = [(file, label) for label, c in enumerate(classes) for file in per_class[c]]
         lists = {name: _read_list(root / file) for name, file in SPLIT_LISTS.items()}
         listed = {"val": [], "test": []}

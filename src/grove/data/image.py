@@ -19,9 +19,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, UnidentifiedImageError
 
-from grove.data.base import DataBundle, TensorData
+from grove.data.base import SPLITS, DataBundle, Split, TensorData, class_index, relabel, wanted_splits
 from grove.data.download import data_dir, fetch
-from grove.data.folders import SPLITS, scan_folders
+from grove.data.folders import scan_folders
 from grove.errors import GroveError
 from grove.registry import register_dataset
 
@@ -189,26 +189,44 @@ def _channel_stats(images: torch.Tensor) -> tuple[list[float], list[float]]:
     return pixels.mean(1).tolist(), pixels.std(1).tolist()
 
 
+def _labelled(data: TensorData, names: list[str], classes: list[str] | None) -> TensorData:
+    return data if classes is None else relabel(data, names, classes)
+
+
 @register_dataset(modality="image")
 def digits(
-    *, seed: int = 0, val_fraction: float = 0.1, test_fraction: float = 0.2, crop_padding: int = 0, flip: bool = False
+    *,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    test_fraction: float = 0.2,
+    crop_padding: int = 0,
+    flip: bool = False,
+    splits: list[Split] | None = None,
+    classes: list[str] | None = None,
 ):
     """scikit-learn's bundled 8x8 handwritten digits (1,797 images, 10 classes; no download).
 
     test_fraction of all images is the test split, then val_fraction of the rest is val; both
-    stratified by class with `seed`. Normalisation statistics come from the train split.
+    stratified by class with `seed`. Normalisation statistics come from the train split (always
+    computed: the data are bundled, so `splits` only leaves the other splits out). `classes`
+    names the digits ("0".."9") label ids map to.
     """
     from sklearn.datasets import load_digits
 
+    wanted = wanted_splits(splits)
     bunch = load_digits()
     images = torch.from_numpy(np.round(bunch.images * 255 / 16).astype(np.uint8)).unsqueeze(1)  # (N, 1, 8, 8)
     labels = torch.from_numpy(bunch.target).long()
     rest, test = _stratified_split(np.arange(len(labels)), bunch.target, test_fraction, seed, "test_fraction")
     train, val = _stratified_split(rest, bunch.target, val_fraction, seed, "val_fraction")
     mean, std = _channel_stats(images[train])
-    splits = [TensorData(images[i], labels[i], f"digits {name}") for i, name in zip((train, val, test), SPLITS)]
+    names = [str(d) for d in range(10)]
+    data = [
+        _labelled(TensorData(images[i], labels[i], f"digits {name}"), names, classes) if name in wanted else None
+        for i, name in zip((train, val, test), SPLITS)
+    ]
     transform = ImageTransform(mean, std, crop_padding=crop_padding, flip=flip)
-    return _image_bundle(*splits, [str(d) for d in range(10)], transform, channels=1, load_size=8)
+    return _image_bundle(*data, classes or names, transform, channels=1, load_size=8)
 
 
 @register_dataset(modality="image")
@@ -220,6 +238,8 @@ def cifar10(
     crop_padding: int = 4,
     flip: bool = True,
     seed: int = 0,
+    splits: list[Split] | None = None,
+    classes: list[str] | None = None,
 ):
     """CIFAR-10: 60,000 32x32 colour images in 10 classes (downloads the 163 MiB python archive).
 
@@ -228,29 +248,41 @@ def cifar10(
     holds out that stratified share of the 50,000 training images as val; val_fraction=0 uses the
     10,000 test images as val (and as test).
     crop_size=24 trains on random 24x24 crops and evaluates on the center crop, as the survey's CNN.
+    Only the batches the asked `splits` come from are unpickled. `classes` names the classes
+    label ids map to (the archive's names: airplane, automobile ...).
     """
     if crop_size is not None and not 0 < crop_size <= 32:
         raise GroveError(f"crop_size must be between 1 and 32 for CIFAR-10's 32x32 images, got {crop_size}")
+    wanted = wanted_splits(splits)
+    if classes is not None:
+        class_index(classes)
     folder = Path(root).expanduser() if root else data_dir() / "cifar10"
     archive = fetch(CIFAR10_URL, folder / "cifar-10-python.tar.gz", md5=CIFAR10_MD5, what="the CIFAR-10 archive")
-    batches, classes = _read_cifar_archive(archive)
-    train = _cifar_split([batches[f"data_batch_{k}"] for k in range(1, 6)], f"{archive} train")
-    test = _cifar_split([batches["test_batch"]], f"{archive} test")
+    train_batches = [f"data_batch_{k}" for k in range(1, 6)]
+    # val is held out of the training batches, or is the test batch when val_fraction is 0.
+    needs_train = "train" in wanted or ("val" in wanted and bool(val_fraction))
+    needs_test = "test" in wanted or ("val" in wanted and not val_fraction)
+    read = (train_batches if needs_train else []) + (["test_batch"] if needs_test else [])
+    batches, names = _read_cifar_archive(archive, read)
+    train = _cifar_split([batches[b] for b in train_batches], f"{archive} train") if needs_train else None
+    test = _cifar_split([batches["test_batch"]], f"{archive} test") if needs_test else None
     val = test
-    if val_fraction:
+    if val_fraction and train is not None:
         labels = train.targets.numpy()
         kept, held = _stratified_split(np.arange(len(labels)), labels, val_fraction, seed, "val_fraction")
         train, val = (
             TensorData(*train.take(torch.from_numpy(index)), f"{archive} {name}")
             for index, name in zip((kept, held), SPLITS)
         )
+    data = [_labelled(d, names, classes) if name in wanted else None for d, name in zip((train, val, test), SPLITS)]
     transform = ImageTransform(CIFAR10_MEAN, CIFAR10_STD, crop_size, crop_padding, flip)
-    return _image_bundle(train, val, test, classes, transform, channels=3, load_size=32)
+    return _image_bundle(*data, classes or names, transform, channels=3, load_size=32)
 
 
-def _read_cifar_archive(archive: Path) -> tuple[dict, list[str]]:
-    """The pickled batches by file name, and the class names, read straight from the .tar.gz."""
-    wanted = {f"data_batch_{k}" for k in range(1, 6)} | {"test_batch", "batches.meta"}
+def _read_cifar_archive(archive: Path, batch_names: list[str]) -> tuple[dict, list[str]]:
+    """The pickled batches named (data_batch_1 ... test_batch) by file name, and the class names,
+    read straight from the .tar.gz."""
+    wanted = {*batch_names, "batches.meta"}
     batches = {}
     try:
         with tarfile.open(archive, "r:gz") as tar:
@@ -295,6 +327,8 @@ def image_folder(
     test_fraction: float = 0.1,
     seed: int = 0,
     num_classes: int | None = None,
+    splits: list[Split] | None = None,
+    classes: list[str] | None = None,
 ):
     """Your own images (or ImageNet) in class folders: root/{train,val,test}/<class>/*.jpg or root/<class>/*.jpg.
 
@@ -306,6 +340,8 @@ def image_folder(
     the classic ImageNet recipe); training takes random image_size crops, evaluation the center
     crop. mean/std default to ImageNet's for 3 channels and 0.5 for 1 channel. num_classes, when
     given, is checked against the class folders found.
+    `splits` builds only those (in split folders only their folders, and train/ where needed,
+    are read); `classes` names the classes label ids map to, in place of the sorted class folders.
     """
     if root is None:
         raise GroveError(
@@ -323,13 +359,20 @@ def image_folder(
     if len(mean) != channels or len(std) != channels:
         raise GroveError(f"mean and std need {channels} values each (one per channel), got {mean} and {std}")
 
-    splits = scan_folders(
-        root, IMAGE_EXTENSIONS, what="images", val_fraction=val_fraction, test_fraction=test_fraction, seed=seed
+    found = scan_folders(
+        root,
+        IMAGE_EXTENSIONS,
+        what="images",
+        val_fraction=val_fraction,
+        test_fraction=test_fraction,
+        seed=seed,
+        splits=splits,
+        classes=classes,
     )
-    if num_classes is not None and num_classes != len(splits.classes):
-        raise GroveError(f"num_classes is {num_classes} but {root} has {len(splits.classes)} class folders")
+    if num_classes is not None and num_classes != len(found.classes):
+        raise GroveError(f"num_classes is {num_classes} but {root} has {len(found.classes)} class folders")
     train, val, test = (
-        ImageFiles(items, load_size, channels) if items else None for items in (splits.train, splits.val, splits.test)
+        ImageFiles(items, load_size, channels) if items else None for items in (found.train, found.val, found.test)
     )
     transform = ImageTransform(list(mean), list(std), image_size, crop_padding, flip)
-    return _image_bundle(train, val, test, splits.classes, transform, channels, load_size, layout=splits.layout)
+    return _image_bundle(train, val, test, found.classes, transform, channels, load_size, layout=found.layout)

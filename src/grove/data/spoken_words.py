@@ -2,16 +2,18 @@
 
 Each item is spoken by every chosen voice (grove.data.espeak: 96 accent+variant voices, several
 speeds and pitches), placed and mixed with noise from generators seeded by (seed, voice, speed),
-so a data set is the same for the same options and espeak-ng build. It is cached as one int16
-.npz in data_dir()/spoken_words/ (written atomically).
+so a data set is the same for the same options and espeak-ng build. It is cached in a folder
+data_dir()/spoken_words/<kind>-<hash>/ as one int16 .npz per voice (each written atomically).
 
-Splits are by voice: val and test voices never speak in training.
+Splits are by voice: val and test voices never speak in training. A voice's audio does not depend
+on the other voices, so `splits` speaks (or reads from the cache) only the voices of those splits.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import sys
 import zipfile
 from collections.abc import Sequence
@@ -25,7 +27,7 @@ from grove.data.audio.datasets import keyword_bundle, transcription_bundle
 from grove.data.audio.features import AudioTransform
 from grove.data.audio.options import parse_augment, parse_features, parse_transcription_augment
 from grove.data.audio.transcripts import TranscriptionArrays, build_alphabet, encode_transcript
-from grove.data.base import TensorData
+from grove.data.base import SPLITS, Split, TensorData, relabel, wanted_splits
 from grove.data.download import data_dir
 from grove.data.espeak import (
     default_voices,
@@ -53,10 +55,17 @@ GENERATOR_VERSION = 1  # bump when the generated audio changes, so old caches ar
 # The cache
 
 
-def cache_path(kind: str, options: dict) -> Path:
-    """data_dir()/spoken_words/<kind>-<hash>.npz; the options include the espeak-ng version."""
+def cache_folder(kind: str, options: dict) -> Path:
+    """data_dir()/spoken_words/<kind>-<hash>/, a file per voice; the options include the espeak-ng
+    version and every voice chosen."""
     key = json.dumps({"kind": kind, "generator": GENERATOR_VERSION, **options}, sort_keys=True)
-    return data_dir() / "spoken_words" / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+    return data_dir() / "spoken_words" / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
+def voice_file(folder: Path, v: int, voice: str) -> Path:
+    """The cache file of voice number v: numbered, so two voice names that map to one file name
+    cannot collide."""
+    return folder / f"{v:03d}_{re.sub(r'[^A-Za-z0-9+._-]', '_', voice)}.npz"
 
 
 def _load_cache(path: Path, keys: set[str]) -> dict | None:
@@ -73,8 +82,9 @@ def _load_cache(path: Path, keys: set[str]) -> dict | None:
     return None
 
 
-def save_cache(path: Path, arrays: dict) -> None:
-    """np.savez to `path`, which appears only once complete (grove.files.atomic_file)."""
+def save_cache(path: Path, arrays: dict) -> bool:
+    """np.savez to `path`, which appears only once complete (grove.files.atomic_file); False
+    (and a warning) when it cannot be written."""
     try:
         with atomic_file(path) as f:
             np.savez(f, **arrays)
@@ -83,16 +93,35 @@ def save_cache(path: Path, arrays: dict) -> None:
             f"could not cache the generated audio at {path} ({e}); it will be generated again next time",
             file=sys.stderr,
         )
+        return False
+    return True
 
 
-def _cached(kind: str, options: dict, keys: set[str], build, cache: bool) -> tuple[dict, Path | None]:
-    path = cache_path(kind, options)
-    arrays = _load_cache(path, keys) if cache else None
-    if arrays is None:
-        arrays = build()
-        if cache:
-            save_cache(path, arrays)
-    return arrays, path if cache else None
+def _cached_voices(
+    kind: str, options: dict, voices: list[str], numbers: list[int], keys: set[str], generate, cache: bool
+) -> tuple[dict[int, dict], Path | None]:
+    """{v: arrays} for the voice numbers asked: read from the cache, the missing ones made by
+    generate(missing numbers) -> {v: arrays} in one batch and cached; the cache folder or None."""
+    folder = cache_folder(kind, options)
+    found = {}
+    for v in numbers if cache else ():
+        arrays = _load_cache(voice_file(folder, v, voices[v]), keys)
+        if arrays is not None:
+            found[v] = arrays
+    missing = [v for v in numbers if v not in found]
+    if missing:
+        made = generate(missing)
+        for v in missing if cache else ():
+            if not save_cache(voice_file(folder, v, voices[v]), made[v]):
+                break  # one warning is enough: the next file would fail as this one did
+        found.update(made)
+    return found, folder if cache else None
+
+
+def _voice_numbers(voices: list[str], split: dict[str, list[str]], wanted: frozenset[str]) -> list[int]:
+    """The numbers (places in `voices`) of the voices that speak in the wanted splits."""
+    speaking = {voice for name in wanted for voice in split[name]}
+    return [v for v, voice in enumerate(voices) if voice in speaking]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -178,30 +207,28 @@ class VoiceTranscriptionArrays(TranscriptionArrays):
 # Keyword spotting
 
 
-def _generate_words(words, voices, speeds, pitches, noise_snr_db, sample_rate, clip_seconds, seed) -> dict:
+def _generate_words(
+    words, voices, numbers, speeds, pitches, noise_snr_db, sample_rate, clip_seconds, seed
+) -> dict[int, dict]:
+    """{v: arrays} for the voice numbers v: every word at every speed, (words x speeds) int16 clips."""
     length = round(clip_seconds * sample_rate)
-    jobs = [
-        make_job(seed, 0, voice, v, speed, pitches, list(words)) for v, voice in enumerate(voices) for speed in speeds
-    ]
+    jobs = [make_job(seed, 0, voices[v], v, speed, pitches, list(words)) for v in numbers for speed in speeds]
 
     def finish(job, pieces):
         placed = [place_word(piece, length, job["rng"]) for piece in to_rate(pieces, sample_rate)]
         return finish_clips(np.stack([c for c, _ in placed]), [s for _, s in placed], job["rng"], noise_snr_db)
 
-    audio = np.concatenate(run_jobs(jobs, finish, f"{len(jobs) * len(words)} spoken-word clips"))
-    label = np.tile(np.arange(len(words), dtype=np.int16), len(jobs))
-    voice_ids, speed_of, pitch_of = (
-        np.repeat(np.array([j[k] for j in jobs], dtype=np.int16), len(words)) for k in ("v", "speed", "pitch")
-    )
-    return {
-        "audio": audio,
-        "label": label,
-        "voice": voice_ids,
-        "speed": speed_of,
-        "pitch": pitch_of,
-        "voices": np.array(voices),
-        "words": np.array(words),
-    }
+    clips = run_jobs(jobs, finish, f"{len(jobs) * len(words)} spoken-word clips")
+    per_voice = {}
+    for k, v in enumerate(numbers):
+        mine = jobs[k * len(speeds) : (k + 1) * len(speeds)]
+        per_voice[v] = {
+            "audio": np.concatenate(clips[k * len(speeds) : (k + 1) * len(speeds)]),
+            "label": np.tile(np.arange(len(words), dtype=np.int16), len(speeds)),
+            "speed": np.repeat(np.array([j["speed"] for j in mine], dtype=np.int16), len(words)),
+            "pitch": np.repeat(np.array([j["pitch"] for j in mine], dtype=np.int16), len(words)),
+        }
+    return per_voice
 
 
 @register_dataset(modality="audio")
@@ -221,6 +248,8 @@ def spoken_words(
     test_voices: int | float | list[str] = 0.1,
     features: dict[str, Any] | None = None,
     augment: dict[str, Any] | None = None,
+    splits: list[Split] | None = None,
+    classes: list[str] | None = None,
 ):
     """Keyword spotting offline: 22 words (digits and commands) by 96 espeak-ng voices (no download).
 
@@ -232,6 +261,7 @@ def spoken_words(
     Generated once (needs espeak-ng: scripts/install-system-deps.sh) and cached in
     data_dir()/spoken_words/. Splits hold int16 clips; `voices[i]` names each clip's voice.
     noise_snr_db is the noise in the data; data.augment.noise_snr_db adds more while training.
+    `splits` speaks only the voices of those splits; `classes` names the words label ids map to.
     """
     words = list(words) if words is not None else list(DIGITS + COMMANDS)
     if not words or len(set(words)) != len(words) or not all(isinstance(w, str) and w.strip() for w in words):
@@ -251,28 +281,32 @@ def spoken_words(
         "clip_seconds": float(clip_seconds),
         "seed": seed,
     }
-    arrays, path = _cached(
+    split = split_voices(chosen, val_voices, test_voices, seed)
+    wanted = wanted_splits(splits)
+    per_voice, folder = _cached_voices(
         "words",
         options,
-        {"audio", "label", "voice"},
-        lambda: _generate_words(words, chosen, speeds, pitches, snr, sample_rate, clip_seconds, seed),
+        chosen,
+        _voice_numbers(chosen, split, wanted),
+        {"audio", "label"},
+        lambda numbers: _generate_words(words, chosen, numbers, speeds, pitches, snr, sample_rate, clip_seconds, seed),
         cache,
     )
-    split = split_voices(chosen, val_voices, test_voices, seed)
-    audio, labels = torch.from_numpy(arrays["audio"]), torch.from_numpy(arrays["label"].astype(np.int64))
-    voice_of = [chosen[v] for v in arrays["voice"]]
 
     def take(names: list[str]) -> VoiceTensorData | None:
-        if not names:
+        numbers = [v for v, voice in enumerate(chosen) if voice in set(names)]
+        if not numbers:
             return None
-        wanted = set(names)
-        index = torch.tensor([i for i, v in enumerate(voice_of) if v in wanted], dtype=torch.long)
-        return VoiceTensorData(audio[index], labels[index], [voice_of[i] for i in index.tolist()], "spoken_words")
+        audio = torch.from_numpy(np.concatenate([per_voice[v]["audio"] for v in numbers]))
+        labels = torch.from_numpy(np.concatenate([per_voice[v]["label"] for v in numbers]).astype(np.int64))
+        speakers = [chosen[v] for v in numbers for _ in range(len(per_voice[v]["label"]))]
+        data = VoiceTensorData(audio, labels, speakers, "spoken_words")
+        return data if classes is None else relabel(data, words, classes)
 
     transform = AudioTransform(sample_rate, feature_options, augment_options)
-    splits = [take(split[name]) for name in ("train", "val", "test")]
-    cached = str(path) if path else None
-    return keyword_bundle(*splits, words, transform, clip_seconds, voices=split, generator=espeak, cache=cached)
+    data = [take(split[name]) if name in wanted else None for name in SPLITS]
+    cached = str(folder) if folder else None
+    return keyword_bundle(*data, classes or words, transform, clip_seconds, voices=split, generator=espeak, cache=cached)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -280,11 +314,13 @@ def spoken_words(
 
 
 def _generate_sequences(
-    n_utterances, min_digits, max_digits, voices, speeds, pitches, noise_snr_db, sample_rate, seed
-) -> dict:
+    n_utterances, min_digits, max_digits, voices, numbers, speeds, pitches, noise_snr_db, sample_rate, seed
+) -> dict[int, dict]:
+    """{v: arrays} for the voice numbers v: the voice's share of the n_utterances digit strings."""
     jobs = []
-    for v, voice in enumerate(voices):
-        count = n_utterances // len(voices) + (v < n_utterances % len(voices))
+    for v in numbers:
+        voice = voices[v]
+        count = _voice_count(n_utterances, len(voices), v)
         digits_rng = job_rng(seed, voice, 0, 1)
         sequences = [digits_rng.integers(0, 10, digits_rng.integers(min_digits, max_digits + 1)) for _ in range(count)]
         for k, speed in enumerate(speeds):
@@ -300,20 +336,22 @@ def _generate_sequences(
             clips.append(finish_clips(clip[None], [speech], job["rng"], noise_snr_db)[0])
         return clips
 
-    clips = [clip for done in run_jobs(jobs, finish, f"{n_utterances} spoken digit strings") for clip in done]
-    digits = [np.pad(seq, (0, max_digits - len(seq)), constant_values=-1) for job in jobs for seq in job["digits"]]
-    voice_ids, speed_of, pitch_of = ([job[k] for job in jobs for _ in job["digits"]] for k in ("v", "speed", "pitch"))
-    lengths = np.array([len(c) for c in clips], dtype=np.int64)
-    return {
-        "samples": np.concatenate(clips),
-        "offsets": np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64),
-        "lengths": lengths,
-        "digits": np.array(digits, dtype=np.int8).reshape(len(clips), max_digits),
-        "voice": np.array(voice_ids, dtype=np.int16),
-        "speed": np.array(speed_of, dtype=np.int16),
-        "pitch": np.array(pitch_of, dtype=np.int16),
-        "voices": np.array(voices),
-    }
+    count = sum(len(job["digits"]) for job in jobs)
+    done = run_jobs(jobs, finish, f"{count} spoken digit strings")
+    per_voice = {}
+    for v in numbers:
+        mine = [k for k, job in enumerate(jobs) if job["v"] == v]
+        clips = [clip for k in mine for clip in done[k]]
+        sequences = [seq for k in mine for seq in jobs[k]["digits"]]
+        digits = [np.pad(seq, (0, max_digits - len(seq)), constant_values=-1) for seq in sequences]
+        per_voice[v] = {
+            "samples": np.concatenate(clips),
+            "lengths": np.array([len(c) for c in clips], dtype=np.int64),
+            "digits": np.array(digits, dtype=np.int8).reshape(len(clips), max_digits),
+            "speed": np.array([jobs[k]["speed"] for k in mine for _ in jobs[k]["digits"]], dtype=np.int16),
+            "pitch": np.array([jobs[k]["pitch"] for k in mine for _ in jobs[k]["digits"]], dtype=np.int16),
+        }
+    return per_voice
 
 
 @register_dataset(modality="audio")
@@ -334,13 +372,15 @@ def spoken_digit_sequences(
     test_voices: int | float | list[str] = 0.1,
     features: dict[str, Any] | None = None,
     augment: dict[str, Any] | None = None,
+    splits: list[Split] | None = None,
 ):
     """Transcription offline: strings of 2-4 spoken digits ("three seven one") by 96 espeak-ng voices.
 
     n_utterances strings, shared evenly among the voices (as spoken_words: speeds, seeded
     pitches, noise at a seeded SNR, by-voice val/test, cached). Transcripts are the digit words;
     the alphabet (0 = CTC blank, 1 = space, then letters) is that of the ten digit words, the
-    same for every option. Splits give (float32 waveform, character ids) items and `collate`.
+    same for every option. Splits give (float32 waveform, character ids) items and `collate`;
+    `splits` speaks only the voices of those splits.
     """
     if not 1 <= min_digits <= max_digits <= 20:
         raise GroveError(f"need 1 <= min_digits <= max_digits <= 20, got {min_digits} and {max_digits}")
@@ -362,37 +402,47 @@ def spoken_digit_sequences(
         "sample_rate": sample_rate,
         "seed": seed,
     }
-    arrays, path = _cached(
+    split = split_voices(chosen, val_voices, test_voices, seed)
+    wanted = wanted_splits(splits)
+    per_voice, folder = _cached_voices(
         "digits",
         options,
-        {"samples", "offsets", "lengths", "digits", "voice"},
-        lambda: _generate_sequences(
-            n_utterances, min_digits, max_digits, chosen, speeds, pitches, snr, sample_rate, seed
+        chosen,
+        _voice_numbers(chosen, split, wanted),
+        {"samples", "lengths", "digits"},
+        lambda numbers: _generate_sequences(
+            n_utterances, min_digits, max_digits, chosen, numbers, speeds, pitches, snr, sample_rate, seed
         ),
         cache,
     )
     alphabet = build_alphabet(DIGITS)
-    transcripts = [" ".join(DIGITS[d] for d in row if d >= 0) for row in arrays["digits"]]
-    voice_of = [chosen[v] for v in arrays["voice"]]
-    samples = torch.from_numpy(arrays["samples"])
-    offsets, lengths = torch.from_numpy(arrays["offsets"]), torch.from_numpy(arrays["lengths"])
-    split = split_voices(chosen, val_voices, test_voices, seed)
+    # Utterance i of the data set is numbered as in one array of every voice, in voice order, so
+    # an item's name does not depend on which splits were built.
+    first = np.cumsum([0] + [_voice_count(n_utterances, len(chosen), v) for v in range(len(chosen))])
 
     def take(names: list[str]) -> VoiceTranscriptionArrays | None:
-        if not names:
+        numbers = [v for v, voice in enumerate(chosen) if voice in set(names)]
+        if not numbers:
             return None
-        wanted = set(names)
-        index = [i for i, v in enumerate(voice_of) if v in wanted]
+        lengths = np.concatenate([per_voice[v]["lengths"] for v in numbers])
+        texts = [" ".join(DIGITS[d] for d in row if d >= 0) for v in numbers for row in per_voice[v]["digits"]]
+        speakers = [chosen[v] for v in numbers for _ in per_voice[v]["lengths"]]
+        ids = [int(first[v]) + i for v in numbers for i in range(len(per_voice[v]["lengths"]))]
         return VoiceTranscriptionArrays(
-            samples,
-            offsets[index],
-            lengths[index],
-            [encode_transcript(transcripts[i], alphabet) for i in index],
-            [f"spoken_digit_sequences #{i} ({voice_of[i]}: {transcripts[i]})" for i in index],
-            voices=[voice_of[i] for i in index],
+            torch.from_numpy(np.concatenate([per_voice[v]["samples"] for v in numbers])),
+            torch.from_numpy(np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)),
+            torch.from_numpy(lengths),
+            [encode_transcript(text, alphabet) for text in texts],
+            [f"spoken_digit_sequences #{i} ({voice}: {text})" for i, voice, text in zip(ids, speakers, texts)],
+            voices=speakers,
         )
 
     transform = AudioTransform(sample_rate, feature_options, augment_options)
-    splits = [take(split[name]) for name in ("train", "val", "test")]
-    cached = str(path) if path else None
-    return transcription_bundle(*splits, alphabet, transform, voices=split, generator=espeak, cache=cached)
+    data = [take(split[name]) if name in wanted else None for name in SPLITS]
+    cached = str(folder) if folder else None
+    return transcription_bundle(*data, alphabet, transform, voices=split, generator=espeak, cache=cached)
+
+
+def _voice_count(n_utterances: int, n_voices: int, v: int) -> int:
+    """How many of the n_utterances digit strings voice number v speaks: an even share."""
+    return n_utterances // n_voices + (v < n_utterances % n_voices)

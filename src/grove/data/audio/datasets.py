@@ -19,8 +19,8 @@ import torch
 from grove.data.audio.features import AudioTransform
 from grove.data.audio.io import AUDIO_EXTENSIONS, fix_length, header_length, read_audio
 from grove.data.audio.options import parse_augment, parse_features, parse_transcription_augment
-from grove.data.audio.transcripts import TranscriptionFiles, build_alphabet, read_manifest
-from grove.data.base import DataBundle
+from grove.data.audio.transcripts import BLANK, TranscriptionFiles, build_alphabet, read_manifest
+from grove.data.base import SPLITS, DataBundle, Split, class_index, unknown_label, wanted_splits
 from grove.data.download import COMPLETE, data_dir, extract_archive, fetch
 from grove.data.folders import list_files, scan_folders
 from grove.errors import GroveError
@@ -146,6 +146,8 @@ def audio_folder(
     seed: int = 0,
     features: dict[str, Any] | None = None,
     augment: dict[str, Any] | None = None,
+    splits: list[Split] | None = None,
+    classes: list[str] | None = None,
 ):
     """Your own keyword clips in folders: root/<word>/*.wav, or root/{train,val,test}/<word>/*.wav.
 
@@ -154,11 +156,13 @@ def audio_folder(
     root/testing_list.txt (paths relative to root) are honoured, else val_fraction and
     test_fraction are held out, a speaker's clips together (Speech Commands' <speaker>_nohash_
     names). `_background_noise_` is not a class. Clips are padded or cut to clip_seconds.
+    `splits` builds only those (in split folders only their folders, and train/ where needed, are
+    read); `classes` names the words label ids map to, in place of the sorted word folders.
     """
     if root is None:
         raise GroveError("data.root is required for audio_folder: pass data.root=/path/to/clips (with <word>/ folders)")
     feature_options, augment_options = parse_features(features), parse_augment(augment)
-    splits = scan_folders(
+    found = scan_folders(
         root,
         AUDIO_EXTENSIONS,
         what="audio files",
@@ -167,13 +171,15 @@ def audio_folder(
         seed=seed,
         ignore=(BACKGROUND_NOISE,),
         group=_speaker,
+        splits=splits,
+        classes=classes,
     )
     clip = round(clip_seconds * sample_rate)
     train, val, test = (
-        KeywordClips(items, sample_rate, clip) if items else None for items in (splits.train, splits.val, splits.test)
+        KeywordClips(items, sample_rate, clip) if items else None for items in (found.train, found.val, found.test)
     )
     transform = AudioTransform(sample_rate, feature_options, augment_options)
-    return keyword_bundle(train, val, test, splits.classes, transform, clip_seconds, layout=splits.layout)
+    return keyword_bundle(train, val, test, found.classes, transform, clip_seconds, layout=found.layout)
 
 
 def _speaker(rel: str) -> str:
@@ -188,13 +194,14 @@ def speech_commands(
     *,
     root: str | Path | None = None,
     version: Literal[1, 2] = 2,
-    classes: int = 12,
+    classes: Literal[12, 30, 35] | list[str] = 12,
     silence_fraction: float = 0.1,
     unknown_fraction: float = 0.1,
     sample_rate: int = 16000,
     seed: int = 0,
     features: dict[str, Any] | None = None,
     augment: dict[str, Any] | None = None,
+    splits: list[Split] | None = None,
 ):
     """Google Speech Commands v1/v2: 1 s clips of 30/35 words (downloads the 2.3 GB archive).
 
@@ -202,15 +209,19 @@ def speech_commands(
     (slices of the background-noise recordings) and `_unknown_` (other words); per split,
     silence and unknown clips number silence_fraction and unknown_fraction of the command clips,
     as TensorFlow's reference input pipeline makes them. classes=35 (v2) or 30 (v1) keeps every
-    word. The official validation_list.txt and testing_list.txt give val and test. Looks in
-    `root` (an extracted copy, or a folder holding the .tar.gz), else data_dir()/speech_commands.
+    word. classes may also be the class names themselves, in label order (as a trained run passes
+    them back): words not among them are `_unknown_` where that is a class, and `_silence_`
+    clips are made where it is one. The official validation_list.txt and testing_list.txt give
+    val and test; `splits` builds only those. Looks in `root` (an extracted copy, or a folder
+    holding the .tar.gz), else data_dir()/speech_commands.
     """
     if version not in SPEECH_COMMANDS_WORDS:
         raise GroveError(f"Speech Commands version must be 1 or 2, got {version}")
+    wanted = wanted_splits(splits)
     feature_options, augment_options = parse_features(features), parse_augment(augment)
     folder = _speech_commands_folder(root, version)
     # The fractions serve only for a copy without the official split lists.
-    splits = scan_folders(
+    found = scan_folders(
         folder,
         AUDIO_EXTENSIONS,
         what="audio files",
@@ -219,31 +230,37 @@ def speech_commands(
         seed=seed,
         ignore=(BACKGROUND_NOISE,),
         group=_speaker,
+        splits=splits,
     )
     clip = sample_rate  # every Speech Commands clip is at most 1 s
-    words = splits.classes
+    words = found.classes
     if classes == 12:
         names = [SILENCE, UNKNOWN, *COMMAND_WORDS]
-        noise = _background_files(folder, sample_rate, clip) if silence_fraction else []
-        split_data = [
-            KeywordClips(
-                _twelve_class_entries(items, words, noise, clip, silence_fraction, unknown_fraction, seed + k),
-                sample_rate,
-                clip,
-            )
-            for k, items in enumerate((splits.train, splits.val, splits.test))
-        ]
+    elif isinstance(classes, list):
+        names = list(classes)
+        class_index(names)
     elif classes == len(words) and classes == SPEECH_COMMANDS_WORDS[version]:
         names = words
-        split_data = [KeywordClips(items, sample_rate, clip) for items in (splits.train, splits.val, splits.test)]
     else:
         raise GroveError(
             f"classes must be 12 (10 commands, _silence_, _unknown_) or {SPEECH_COMMANDS_WORDS[version]} "
             f"(every word of v{version}); got {classes} ({len(words)} word folders in {folder})"
         )
+    noise = _background_files(folder, sample_rate, clip) if SILENCE in names and silence_fraction else []
+    # Each split draws from its own seed (seed + its place in train, val, test), so building
+    # one split alone gives what building all of them gives.
+    train, val, test = (
+        KeywordClips(
+            _keyword_entries(items, words, names, noise, clip, silence_fraction, unknown_fraction, seed + k),
+            sample_rate,
+            clip,
+        )
+        if name in wanted and items
+        else None
+        for k, (name, items) in enumerate(zip(SPLITS, (found.train, found.val, found.test)))
+    )
     transform = AudioTransform(sample_rate, feature_options, augment_options)
-    train, val, test = split_data
-    return keyword_bundle(train, val, test if len(test) else None, names, transform, 1.0, version=version)
+    return keyword_bundle(train, val, test, names, transform, 1.0, version=version)
 
 
 def _speech_commands_folder(root, version: int) -> Path:
@@ -276,21 +293,27 @@ def _background_files(folder: Path, sample_rate: int, clip: int) -> list[tuple[s
     return usable
 
 
-def _twelve_class_entries(
-    items, words: list[str], noise, clip: int, silence_fraction: float, unknown_fraction: float, seed: int
+def _keyword_entries(
+    items, words: list[str], names: list[str], noise, clip: int, silence_fraction: float, unknown_fraction: float,
+    seed: int,
 ) -> list[tuple]:
-    """items: (path, index in words) -> (path, 12-class label), plus the (path, 0, offset, volume)
-    entries of _silence_ clips."""
+    """items: (path, index in words) -> (path, index in names); where names has `_unknown_`, the
+    other words' clips are its candidates (unknown_fraction of the known clips are drawn), and
+    `noise` gives the (path, silence label, offset, volume) entries of _silence_ clips."""
     rng = np.random.default_rng(seed)
-    commands = {w: i + 2 for i, w in enumerate(COMMAND_WORDS)}  # 0 _silence_, 1 _unknown_
-    known = [(f, commands[words[w]]) for f, w in items if words[w] in commands]
-    unknown = [(f, 1) for f, w in items if words[w] not in commands]
+    index = {c: i for i, c in enumerate(names) if c not in (SILENCE, UNKNOWN)}
+    known = [(f, index[words[w]]) for f, w in items if words[w] in index]
+    others = [(f, w) for f, w in items if words[w] not in index]
+    if others and UNKNOWN not in names:
+        path, w = others[0]
+        raise unknown_label(words[w], path, names, given=True)
+    unknown = [(f, names.index(UNKNOWN)) for f, _ in others]
     n_unknown = min(len(unknown), math.ceil(len(known) * unknown_fraction))
     picked = [unknown[i] for i in sorted(rng.choice(len(unknown), n_unknown, replace=False))] if n_unknown else []
     silence = []
     for _ in range(math.ceil(len(known) * silence_fraction) if noise else 0):
         path, length = noise[rng.integers(len(noise))]
-        silence.append((path, 0, int(rng.integers(0, length - clip + 1)), float(rng.uniform())))
+        silence.append((path, names.index(SILENCE), int(rng.integers(0, length - clip + 1)), float(rng.uniform())))
     return known + picked + silence
 
 
@@ -298,10 +321,28 @@ def _twelve_class_entries(
 # Transcribed utterances
 
 
-def _transcription_splits(split_lists, sample_rate):
-    """[(files, transcripts) or None] * 3 -> (alphabet, [TranscriptionFiles or None] * 3)."""
-    alphabet = build_alphabet(split_lists[0][1])
-    return alphabet, [TranscriptionFiles(*s, alphabet, sample_rate) if s else None for s in split_lists]
+def _transcription_splits(read, sources: tuple, wanted: frozenset[str], alphabet, sample_rate):
+    """(alphabet, [TranscriptionFiles or None] * 3) of the wanted splits; read(source) gives
+    (files, transcripts) for a split's source (a manifest, a subset; None: no such split). The
+    alphabet is that of the training transcripts unless given (a trained run's)."""
+    lists: dict = {}
+
+    def listed(source):
+        if source not in lists:  # the train list serves the alphabet and the train split
+            lists[source] = read(source)
+        return lists[source]
+
+    if alphabet is None:
+        alphabet = build_alphabet(listed(sources[0])[1])
+    elif len(alphabet) < 3 or list(alphabet[:2]) != [BLANK, " "] or len(set(alphabet)) != len(alphabet):
+        raise GroveError(
+            f"classes must be a CTC alphabet: {BLANK!r}, ' ', then distinct characters; got {list(alphabet)[:10]}"
+        )
+    alphabet = list(alphabet)
+    return alphabet, [
+        TranscriptionFiles(*listed(source), alphabet, sample_rate) if source and name in wanted else None
+        for name, source in zip(SPLITS, sources)
+    ]
 
 
 @register_dataset(modality="audio")
@@ -314,21 +355,25 @@ def audio_manifest(
     sample_rate: int = 16000,
     features: dict[str, Any] | None = None,
     augment: dict[str, Any] | None = None,
+    splits: list[Split] | None = None,
+    classes: list[str] | None = None,
 ):
     """Your own transcribed utterances: CSV (path,transcript) or JSONL manifests per split.
 
     Manifests are looked up in `root`; audio paths are relative to their manifest. The alphabet
     is the lower-cased characters of the training transcripts (0 = CTC blank, 1 = space); other
-    characters in val/test are dropped.
+    characters in val/test are dropped. `splits` reads only those manifests; `classes` is the
+    alphabet (a trained run's), so that the train manifest is not read for it.
     """
     if root is None:
         raise GroveError("data.root is required for audio_manifest: pass data.root=/folder/with/train.csv")
     feature_options, augment_options = parse_features(features), parse_transcription_augment(augment)
     root = Path(root).expanduser()
-    lists = [read_manifest(root / name) if name else None for name in (train, val, test)]
-    alphabet, splits = _transcription_splits(lists, sample_rate)
+    alphabet, data = _transcription_splits(
+        lambda name: read_manifest(root / name), (train, val, test), wanted_splits(splits), classes, sample_rate
+    )
     transform = AudioTransform(sample_rate, feature_options, augment_options)
-    return transcription_bundle(*splits, alphabet, transform)
+    return transcription_bundle(*data, alphabet, transform)
 
 
 @register_dataset(modality="audio")
@@ -341,20 +386,25 @@ def librispeech(
     sample_rate: int = 16000,
     features: dict[str, Any] | None = None,
     augment: dict[str, Any] | None = None,
+    splits: list[Split] | None = None,
+    classes: list[str] | None = None,
 ):
     """LibriSpeech read English (OpenSLR 12): subset trains, val_subset validates (downloads them).
 
     Subsets: dev-clean, dev-other, test-clean, test-other, train-clean-100, train-clean-360,
     train-other-500. Looks for root/LibriSpeech/<subset> (or root/<subset>), else downloads and
-    extracts <subset>.tar.gz into root (default data_dir()/librispeech). Character alphabet as
-    audio_manifest.
+    extracts <subset>.tar.gz into root (default data_dir()/librispeech). Character alphabet,
+    `splits` and `classes` as audio_manifest: with both, only the asked subsets are read (or
+    downloaded).
     """
     feature_options, augment_options = parse_features(features), parse_transcription_augment(augment)
     folder = Path(root).expanduser() if root else data_dir() / "librispeech"
-    lists = [_librispeech_subset(folder, s) if s else None for s in (subset, val_subset, test_subset)]
-    alphabet, splits = _transcription_splits(lists, sample_rate)
+    subsets = (subset, val_subset, test_subset)
+    alphabet, data = _transcription_splits(
+        lambda name: _librispeech_subset(folder, name), subsets, wanted_splits(splits), classes, sample_rate
+    )
     transform = AudioTransform(sample_rate, feature_options, augment_options)
-    return transcription_bundle(*splits, alphabet, transform, subsets=[subset, val_subset, test_subset])
+    return transcription_bundle(*data, alphabet, transform, subsets=list(subsets))
 
 
 def _librispeech_subset(folder: Path, subset: str) -> tuple[list[str], list[str]]:

@@ -2,20 +2,33 @@
 
 `TextClassificationData` holds token ids of any length per example, padded per batch by its
 `collate`. The bundle carries its tokenizer in `files`.
+
+Every builder here takes `splits` (only those are read and tokenised), `saved_dir` (a trained
+run's data/ folder: its saved char, word or bpe tokenizer is loaded instead of fitted on train)
+and `classes` (the labels ids map to, in place of those seen in train). With all three, as
+`grove evaluate` passes them, the training file is never read.
 """
 
 from __future__ import annotations
 
 import csv
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
 import torch
 
-from grove.data.base import DataBundle
+from grove.data.base import SPLITS, DataBundle, Split, class_index, unknown_label, wanted_splits
 from grove.data.download import data_dir, extract_files, fetch
-from grove.data.text.common import check_positive, no_transform, tokenizer_from_path, tokenizer_meta
+from grove.data.text.common import (
+    BUILTIN_TOKENIZERS,
+    check_positive,
+    no_transform,
+    saved_tokenizer,
+    tokenizer_from_path,
+    tokenizer_meta,
+)
 from grove.data.tokenizers import BPETokenizer, CharTokenizer, Tokenizer, WordTokenizer, tokenizer_files
 from grove.errors import GroveError, did_you_mean
 from grove.registry import register_dataset
@@ -76,6 +89,9 @@ def text_classification(
     vocab_size: int = 8000,
     max_len: int = 128,
     lowercase: bool = True,
+    splits: list[Split] | None = None,
+    saved_dir: str | None = None,
+    classes: list[str] | None = None,
 ):
     """Your own labelled texts: CSV, TSV or JSON-lines files with a text and a label per row.
 
@@ -89,9 +105,15 @@ def text_classification(
     if not val:
         raise GroveError("text_classification needs a val file: set data.val")
     folder = Path(root).expanduser() if root else Path(".")
+
+    def reader(name: str):
+        return lambda: _read_rows(folder / name, format, text_field, label_field)
+
     files = {"train": train, "val": val, "test": test}
-    rows = {split: _read_rows(folder / name, format, text_field, label_field) for split, name in files.items() if name}
-    return classification_bundle("text_classification", rows, tokenizer, vocab_size, max_len, lowercase)
+    sources = {split: reader(name) for split, name in files.items() if name}
+    return classification_bundle(
+        "text_classification", sources, tokenizer, vocab_size, max_len, lowercase, splits, saved_dir, classes
+    )
 
 
 @register_dataset(modality="text")
@@ -102,6 +124,9 @@ def sst2(
     vocab_size: int = 8000,
     max_len: int = 128,
     lowercase: bool = True,
+    splits: list[Split] | None = None,
+    saved_dir: str | None = None,
+    classes: list[str] | None = None,
 ):
     """GLUE SST-2: 67k movie-review phrases labelled negative (0) or positive (1).
 
@@ -112,23 +137,53 @@ def sst2(
     """
     folder = Path(root).expanduser() if root else data_dir() / "sst2"
     names = ("train.tsv", "dev.tsv")
-    if not all((folder / name).exists() for name in names):  # files put there by hand are kept
-        archive = fetch(SST2_URL, folder / "SST-2.zip", md5=SST2_MD5, what="the SST-2 archive")
-        extract_files(archive, folder, {f"SST-2/{name}": name for name in names})
-    rows = {
-        split: _read_rows(folder / name, "tsv", "sentence", "label")
-        for split, name in (("train", "train.tsv"), ("val", "dev.tsv"))
-    }
-    return classification_bundle("sst2", rows, tokenizer, vocab_size, max_len, lowercase)
+
+    def reader(name: str):
+        def read():
+            if not (folder / name).exists():  # files put there by hand are kept
+                archive = fetch(SST2_URL, folder / "SST-2.zip", md5=SST2_MD5, what="the SST-2 archive")
+                extract_files(archive, folder, {f"SST-2/{n}": n for n in names})
+            return _read_rows(folder / name, "tsv", "sentence", "label")
+
+        return read
+
+    sources = {"train": reader("train.tsv"), "val": reader("dev.tsv")}
+    return classification_bundle("sst2", sources, tokenizer, vocab_size, max_len, lowercase, splits, saved_dir, classes)
 
 
-def classification_bundle(name, rows: dict, tokenizer, vocab_size, max_len, lowercase) -> DataBundle:
-    """rows: split -> (file name, [(text, label, line)]) with train first."""
+Rows = tuple[str, list]  # (file name, [(text, label, line)])
+
+
+def classification_bundle(
+    name,
+    sources: dict[str, Callable[[], Rows]],
+    tokenizer,
+    vocab_size,
+    max_len,
+    lowercase,
+    splits=None,
+    saved_dir=None,
+    classes=None,
+) -> DataBundle:
+    """sources: split -> a function reading its rows, for each split the data set has (train
+    always). The train rows are read only where needed: for the labels (no `classes`), to fit
+    the tokenizer (no `saved_dir`), or to build the train split."""
     check_positive(max_len=max_len)
-    _, train_rows = rows["train"]
-    classes = _sorted_labels({label for _, label, _ in train_rows})
-    index = {c: i for i, c in enumerate(classes)}
-    tok = _classification_tokenizer(tokenizer, [t for t, _, _ in train_rows], vocab_size, lowercase)
+    wanted = wanted_splits(splits)
+    read: dict[str, Rows] = {}
+
+    def rows(split: str) -> Rows:
+        if split not in read:
+            read[split] = sources[split]()
+        return read[split]
+
+    given = classes is not None
+    if classes is None:
+        classes = _sorted_labels({label for _, label, _ in rows("train")[1]})
+    index = class_index(classes)
+    tok = _classification_tokenizer(
+        tokenizer, lambda: [t for t, _, _ in rows("train")[1]], vocab_size, lowercase, saved_dir
+    )
     if tok.pad_id is None:
         raise GroveError(f"the tokenizer {tokenizer} has no pad token, which classification batches need")
     if getattr(tok, "model_max_length", None) and max_len > tok.model_max_length:
@@ -140,13 +195,12 @@ def classification_bundle(name, rows: dict, tokenizer, vocab_size, max_len, lowe
         labels = []
         for text, label, line in examples:
             if label not in index:
-                seen = ", ".join(repr(c) for c in classes[:20]) + (" ..." if len(classes) > 20 else "")
-                raise GroveError(f"unknown label {label!r} in {file} line {line}; labels seen in training: {seen}")
+                raise unknown_label(label, f"{file} line {line}", classes, given)
             labels.append(index[label])
         ids = tok.encode_batch([t for t, _, _ in examples], add_special_tokens=True, max_length=max_len)
         return TextClassificationData(ids, labels, tok.pad_id, [f"{file} line {line}" for _, _, line in examples])
 
-    splits = {split: split_data(*rows[split]) for split in rows}
+    data = {split: split_data(*rows(split)) for split in SPLITS if split in sources and split in wanted}
     meta = {
         "modality": "text",
         "kind": "classification",
@@ -157,10 +211,10 @@ def classification_bundle(name, rows: dict, tokenizer, vocab_size, max_len, lowe
         "pad_id": tok.pad_id,
     }
     return DataBundle(
-        train=splits["train"],
-        val=splits["val"],
-        test=splits.get("test"),
-        classes=classes,
+        train=data.get("train"),
+        val=data.get("val"),
+        test=data.get("test"),
+        classes=list(classes),
         transform=no_transform,
         meta=meta | tokenizer_meta(tok),
         model_defaults={"vocab_size": tok.vocab_size, "num_classes": len(classes), "pad_id": tok.pad_id},
@@ -168,15 +222,21 @@ def classification_bundle(name, rows: dict, tokenizer, vocab_size, max_len, lowe
     )
 
 
-def _classification_tokenizer(spec, train_texts: list[str], vocab_size, lowercase) -> Tokenizer:
+def _classification_tokenizer(
+    spec, train_texts: Callable[[], list[str]], vocab_size, lowercase, saved_dir
+) -> Tokenizer:
+    """The tokenizer `spec` names: fitted on train_texts(), or loaded from saved_dir where a run
+    saved it; a Hugging Face tokenizer directory is read as it is (nothing is fitted)."""
+    if spec in BUILTIN_TOKENIZERS and saved_dir is not None:
+        return saved_tokenizer(saved_dir, spec)
     if spec == "char":
-        return CharTokenizer.fit(train_texts, specials=["<pad>", "<unk>"], lowercase=lowercase)
+        return CharTokenizer.fit(train_texts(), specials=["<pad>", "<unk>"], lowercase=lowercase)
     if spec == "word":
         return WordTokenizer.fit(
-            train_texts, eos=False, pad=True, lowercase=lowercase, split_punctuation=True, max_size=vocab_size
+            train_texts(), eos=False, pad=True, lowercase=lowercase, split_punctuation=True, max_size=vocab_size
         )
     if spec == "bpe":
-        return BPETokenizer.fit(train_texts, vocab_size, pad=True, lowercase=lowercase)
+        return BPETokenizer.fit(train_texts(), vocab_size, pad=True, lowercase=lowercase)
     return tokenizer_from_path(spec, None)
 
 

@@ -34,6 +34,15 @@ def tokenizer_from_path(spec, vocab_size) -> Tokenizer:
     return load_tokenizer(resolve(text))
 
 
+def saved_tokenizer(saved_dir, kind: str) -> Tokenizer:
+    """The tokenizer a trained run fitted and saved in its data/ folder (`saved_dir`), which must
+    be of the `kind` the recipe asks for."""
+    tok = load_tokenizer(Path(saved_dir).expanduser())
+    if tok.kind != kind:
+        raise GroveError(f"{saved_dir} holds a {tok.kind} tokenizer, but the recipe asks for tokenizer={kind}")
+    return tok
+
+
 def tokenizer_meta(tok: Tokenizer) -> dict:
     return {"tokenizer_path": str(tok.directory)} if hasattr(tok, "directory") else {}
 

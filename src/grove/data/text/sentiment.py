@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 
+from grove.data.base import Split
 from grove.data.text.classification import classification_bundle
 from grove.errors import GroveError
 from grove.registry import register_dataset
@@ -24,6 +25,9 @@ def sentiment_demo(
     vocab_size: int = 8000,
     max_len: int = 64,
     lowercase: bool = True,
+    splits: list[Split] | None = None,
+    saved_dir: str | None = None,
+    classes: list[str] | None = None,
 ):
     """Generated product and movie reviews, positive or negative: text classification with no download.
 
@@ -32,15 +36,21 @@ def sentiment_demo(
     ("..., but ...", "although ...") and neutral filler make the label depend on word order, so a
     bag of words falls well short of 100%; val and test use phrasings and a few adjectives train
     never shows, so they measure generalisation (a pretrained encoder knows those words).
+    Labels are "0" (negative) and "1" (positive); `splits`, `saved_dir` and `classes` as for
+    text_classification: each split is generated from its own seed, only when needed.
     """
     for option, n in (("n_train", n_train), ("n_val", n_val), ("n_test", n_test)):
         if n < 2:
             raise GroveError(f"{option} must be at least 2 (one example per class), got {n}")
-    rows = {
-        split: (f"sentiment_demo {split}", _generate_reviews(n, f"{seed}/{split}", held_out=split != "train"))
-        for split, n in (("train", n_train), ("val", n_val), ("test", n_test))
-    }
-    return classification_bundle("sentiment_demo", rows, tokenizer, vocab_size, max_len, lowercase)
+
+    def generator(split: str, n: int):
+        return lambda: (f"sentiment_demo {split}", _generate_reviews(n, f"{seed}/{split}", held_out=split != "train"))
+
+    sources = {split: generator(split, n) for split, n in (("train", n_train), ("val", n_val), ("test", n_test))}
+    # Every split has both labels (n >= 2, half each), so they are known without generating train.
+    return classification_bundle(
+        "sentiment_demo", sources, tokenizer, vocab_size, max_len, lowercase, splits, saved_dir, classes or ["0", "1"]
+    )
 
 
 # Word lists: multi-word entries are comma-separated. Pairs are (train and eval, eval only): val
