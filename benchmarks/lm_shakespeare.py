@@ -50,6 +50,8 @@ from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from grove.config import load_recipe
 from grove.engine.loop import train
+from grove.engine.precision import resolve_speed
+from grove.registry import MODELS
 from grove.rundir import RunDir, load_run
 from machine import cpu_busy_seconds, machine_line, peak_matmul_flops
 
@@ -129,7 +131,8 @@ def run_recipe(name: str, overrides: list[str], budget: float | None, run_dir: P
         "tokens_per_step": tokens,
         "flops": flops,
         "flops_rule": flops_rule,
-        "precision": run.read_json("summary.json")["speed"]["precision"],
+        # as the run chose it (the probe result is cached, so this repeats the run's choice)
+        "precision": resolve_speed(recipe.train, loaded.device, model, MODELS.get(recipe.model.name).tags.get("family")).precision,
         "params": sum(p.numel() for p in model.parameters()),
         "others": others,
     }

@@ -10,27 +10,38 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from grove.engine import precision
+
 
 def cpu_info() -> tuple[str, set[str]]:
-    """The CPU's model name and its feature flags (from /proc/cpuinfo where there is one)."""
-    model, flags = platform.processor() or platform.machine() or "unknown CPU", set()
+    """The CPU's model name and its feature flags (from /proc/cpuinfo where there is one): grove's
+    own reading (`grove.engine.precision.cpu_info`), the one `train.precision=auto` decides on."""
+    info = precision.cpu_info()
+    return info.model, set(info.flags)
+
+
+def bf16_line() -> str:
+    """The CPU's AVX-512 and bf16 hardware in a few words, e.g. 'avx512f, no avx512_bf16/amx_bf16;
+    native bf16: no; oneDNN says bf16 supported' (oneDNN's answer, because it can differ)."""
+    info = precision.cpu_info()
+    native, _ = precision.native_bf16(info)
+    if info.arch in ("aarch64", "arm64"):
+        isa = "bf16" if "bf16" in info.flags else "no bf16 feature"
+    else:
+        names = ("avx512f", *precision.X86_NATIVE_BF16)
+        missing = [f for f in names if f not in info.flags]
+        isa = ", ".join([*(f for f in names if f in info.flags), *(["no " + "/".join(missing)] if missing else [])])
     try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-    except OSError:
-        pass
-    return model, flags
+        onednn = "supported" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "not supported"
+    except (AttributeError, RuntimeError):
+        onednn = "unknown"
+    return f"{isa}; native bf16: {'yes' if native else 'no'}; oneDNN says bf16 {onednn}"
 
 
 def machine_line() -> str:
-    model, flags = cpu_info()
-    isa = ", ".join(f for f in ("avx512f", "avx512_bf16", "amx_bf16") if f in flags) or "no AVX-512"
+    model, _ = cpu_info()
     return (
-        f"{model}, {os.cpu_count()} cores ({isa}), {torch.get_num_threads()} torch threads, "
+        f"{model}, {os.cpu_count()} cores ({bf16_line()}), {torch.get_num_threads()} torch threads, "
         f"torch {torch.__version__}, Python {platform.python_version()}"
     )
 

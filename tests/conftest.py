@@ -26,6 +26,13 @@ def only_run_dir(base: Path) -> Path:
     return runs[0]
 
 
+@pytest.fixture(autouse=True, scope="session")
+def private_cache(tmp_path_factory):
+    """grove's cache (the precision probe's results) in the test session's own folder, for the
+    tests and the grove processes they start."""
+    os.environ["GROVE_CACHE_DIR"] = str(tmp_path_factory.getbasetemp() / "grove-cache")
+
+
 @pytest.fixture
 def grove_cli():
     return run_grove

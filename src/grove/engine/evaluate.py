@@ -12,6 +12,7 @@ from grove.engine.logging import plot_confusion, plot_curves
 from grove.engine.precision import Speed
 from grove.errors import GroveError
 from grove.models.utils import load_weights
+from grove.registry import MODELS
 from grove.rundir import SUMMARY, RunDir, load_run
 from grove.tasks import Task
 
@@ -103,8 +104,9 @@ def evaluate_run(run_dir: str, split: str | None = None, checkpoint: str = "best
     recipe = loaded.recipe
     split, data = build_split(recipe.data, split, loaded.dir, loaded.meta)
     model = loaded.model
-    speed = resolve_speed(recipe.train, loaded.device, model.example_input(1).dim() == 4)
+    speed = resolve_speed(recipe.train, loaded.device, model, MODELS.get(recipe.model.name).tags.get("family"))
     speed.compile = False
+    speed.reasons["compile"] = "off: evaluation runs the eager model"
     if speed.channels_last:
         model.to(memory_format=torch.channels_last)
     loader = BatchLoader(data, recipe.data.eval_batch_size or 256, train=False, device=loaded.device, strict=recipe.data.strict)

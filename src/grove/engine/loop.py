@@ -36,6 +36,7 @@ from grove.engine.logging import MetricsLog
 from grove.engine.precision import resolve_speed
 from grove.errors import GroveError
 from grove.models.utils import count_params, load_weights, weights_of
+from grove.registry import MODELS
 from grove.rundir import SCHEMA_VERSION, ModelRef, RunDir, RunMeta
 from grove.tasks import create_task
 
@@ -103,7 +104,7 @@ class Trainer:
         model = build_model(recipe.model.name, self.model_options)
         if recipe.model.weights:
             load_pretrained(model, recipe.model.weights)
-        self.speed = resolve_speed(t, device, model.example_input(1).dim() == 4)
+        self.speed = resolve_speed(t, device, model, MODELS.get(recipe.model.name).tags.get("family"))
         model = model.to(device, memory_format=torch.channels_last) if self.speed.channels_last else model.to(device)
         self.model = model
 
@@ -236,6 +237,7 @@ class Trainer:
                 f"run {run.path} | {self.recipe.model.name} {count_params(self.model):,} params | "
                 f"{self.device} x{self.procs.world_size} | {self.speed.label()}"
             )
+            print(f"speed: {self.speed.explain()}")
         started = time.perf_counter() - self.progress.train_seconds
         try:
             while self.progress.step < self.total_steps and not self.early_stop():
