@@ -73,7 +73,7 @@ GAP_S = 0.01  # between turns: a paused run's OpenMP threads stop spinning befor
 _DATA: dict = {}
 
 
-@register_dataset(name="bench_images", modality="vision")
+@register_dataset(name="bench_images", modality="image")
 def bench_images(*, size: int = 32, channels: int = 3, n_train: int = 20_000, n_val: int = 256, seed: int = 0):
     """Random uint8 images with random labels (10 classes), in memory: a loader-free benchmark set."""
     key = (size, channels, n_train, n_val, seed)

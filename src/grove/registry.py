@@ -1,6 +1,6 @@
 """One registry for everything grove builds by name: models and data sets.
 
-    @register_model(modality="vision", family="cnn")
+    @register_model(modality="image", family="cnn")
     def resnet18(num_classes=10, ...): ...
 
     model = create_model("resnet18", num_classes=100)

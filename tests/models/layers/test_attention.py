@@ -158,3 +158,52 @@ def test_bad_options_are_clear_errors():
         TransformerBlock(DIM, HEADS, norm="batch")
     with pytest.raises(ValueError, match="unknown activation"):
         TransformerBlock(DIM, HEADS, activation="tanh")
+
+
+def output_from_weights(attn: MultiHeadAttention, x, weights):
+    """What forward returns, rebuilt from attention probabilities (B, nh, T, T) and the values."""
+    _, _, v = attn.project(x)  # (B, nh, T, hs)
+    return attn.c_proj((weights @ v).transpose(1, 2).reshape(x.shape))
+
+
+@pytest.mark.parametrize("rotary", [False, True])
+@pytest.mark.parametrize("masks", ["none", "causal", "padding", "padding+causal", "bool", "float"])
+def test_attention_weights_are_the_probabilities_forward_uses(rotary, masks):
+    torch.manual_seed(0)
+    attn = MultiHeadAttention(DIM, HEADS, rotary=rotary).eval()
+    x = torch.randn(B, T, DIM)
+    pad = torch.zeros(B, T, dtype=torch.bool)
+    pad[0, 4:] = True
+    keep = torch.rand(T, T) > 0.3
+    keep[:, 0] = True
+    kwargs = {
+        "none": {},
+        "causal": dict(causal=True),
+        "padding": dict(key_padding_mask=pad),
+        "padding+causal": dict(key_padding_mask=pad, causal=True),
+        "bool": dict(attn_mask=keep),
+        "float": dict(attn_mask=torch.zeros(T, T).masked_fill(~keep, float("-inf"))),
+    }[masks]
+    weights = attn.attention_weights(x, **kwargs)
+    assert weights.shape == (B, HEADS, T, T) and weights.dtype == torch.float32
+    torch.testing.assert_close(weights.sum(-1), torch.ones(B, HEADS, T))
+    if masks in ("causal", "padding+causal"):
+        assert (weights.triu(diagonal=1) == 0).all()
+    if "padding" in masks:
+        assert (weights[0, :, :, 4:] == 0).all()
+    torch.testing.assert_close(output_from_weights(attn, x, weights), attn(x, **kwargs), atol=1e-5, rtol=1e-5)
+
+
+def test_attention_weights_of_fully_masked_queries_are_zero(attn):
+    weights = attn.attention_weights(torch.randn(1, T, DIM), key_padding_mask=torch.ones(1, T, dtype=torch.bool))
+    assert (weights == 0).all()
+
+
+@pytest.mark.parametrize("norm_first", [True, False])
+def test_block_attention_weights_read_the_attention_input(norm_first):
+    torch.manual_seed(0)
+    block = TransformerBlock(DIM, HEADS, norm_first=norm_first).eval()
+    x = torch.randn(B, T, DIM)
+    attn_input = block.ln_1(x) if norm_first else x
+    expected = block.attn.attention_weights(attn_input, causal=True)
+    torch.testing.assert_close(block.attention_weights(x, causal=True), expected)

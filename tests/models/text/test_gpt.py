@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from grove.models.layers.attention import KVCache
-from grove.models.text.gpt import sample_next_token
+from grove.models.layers.tokens import sample_next_token
 from grove.registry import create_model
 
 SMALL = dict(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16)

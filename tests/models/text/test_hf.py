@@ -54,3 +54,24 @@ def test_a_checkpoint_directory_that_is_not_one_is_a_clear_error(tmp_path):
     with pytest.raises(GroveError, match="not a Hugging Face checkpoint directory"):
         train(*load_recipe("sentiment-demo-minilm", [f"model.path={tmp_path}", f"run.dir={tmp_path}"]))
     assert not list(tmp_path.glob("*/*"))
+
+
+def test_reset_classifier_replaces_the_head_and_saves_the_new_label_count(tmp_path):
+    from transformers import AutoModelForSequenceClassification
+
+    from grove.registry import create_model
+
+    torch.manual_seed(0)
+    model = create_model("hf_classifier", num_classes=2)
+    encoder_before = model.hf.bert.encoder.layer[0].attention.self.query.weight.clone()
+    model.reset_classifier(3)
+    assert model.num_classes == 3 and model.hf.config.num_labels == 3
+    assert model.hf.classifier.out_features == 3 and (model.hf.classifier.bias == 0).all()
+    assert torch.equal(model.hf.bert.encoder.layer[0].attention.self.query.weight, encoder_before)  # body kept
+    model.eval()
+    x = model.example_input(2)
+    model.save_pretrained(tmp_path)
+    reloaded = AutoModelForSequenceClassification.from_pretrained(tmp_path).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(reloaded(input_ids=x, attention_mask=(x != 0).long()).logits, model(x))
+    assert model.feature_layer == "hf.bert.encoder.layer.5"

@@ -29,11 +29,18 @@ call appends that call's keys and values to it and attends over everything cache
 runs its prompt once and then one token per call. The cache holds tensors of the batch it was
 filled with; start new caches for a new batch.
 
+Attention maps for explanations (attention rollout): SDPA does not return its weights, so
+`attn.attention_weights(x, ...)` and `block.attention_weights(x, ...)` recompute the (B, nh, T, T)
+softmax probabilities from the same projections and masks (no cache, no dropout), outside the
+training path.
+
 Parameter names follow nanoGPT (attn.c_attn, attn.c_proj, ln_1, ln_2, mlp.c_fc, mlp.c_proj).
 This module is self-attention only (q, k and v all come from x).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -142,21 +149,51 @@ class MultiHeadAttention(nn.Module):
         kv_cache: KVCache | None = None,
     ) -> torch.Tensor:
         B, T, C = x.shape
-        q, k, v = self.c_attn(x).split(self.dim, dim=2)  # 3 x (B, T, C)
-        q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
-        k = k.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
-        v = v.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
         past = 0 if kv_cache is None else kv_cache.seq_len
-        if self.rope is not None:
-            cos, sin = self.rope(T, offset=past)  # (T, hs) each
-            q = apply_rotary(q, cos, sin)
-            k = apply_rotary(k, cos, sin)
+        q, k, v = self.project(x, past)  # 3 x (B, nh, T, hs)
         if kv_cache is not None:
             k, v = kv_cache.append(k, v)  # (B, nh, S, hs), S = past + T
         mask, is_causal = merge_masks(T, k.shape[2], attn_mask, key_padding_mask, causal, x.device)
         y = attend(q, k, v, mask, self.dropout if self.training else 0.0, is_causal)  # (B, nh, T, hs)
         y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, C): heads side by side again
         return self.resid_dropout(self.c_proj(y))
+
+    def project(self, x: torch.Tensor, past: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Queries, keys and values of x (B, T, dim), each (B, nh, T, hs); rotary positions start at past."""
+        B, T, _ = x.shape
+        q, k, v = self.c_attn(x).split(self.dim, dim=2)  # 3 x (B, T, C)
+        q = q.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_heads, self.head_dim).transpose(1, 2)  # (B, nh, T, hs)
+        if self.rope is not None:
+            cos, sin = self.rope(T, offset=past)  # (T, hs) each
+            q = apply_rotary(q, cos, sin)
+            k = apply_rotary(k, cos, sin)
+        return q, k, v
+
+    def attention_weights(
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        key_padding_mask: torch.Tensor | None = None,
+        causal: bool = False,
+    ) -> torch.Tensor:
+        """The softmax attention probabilities (B, nh, T, T) that forward(x, ...) uses; fp32, rows sum to 1.
+
+        Recomputed from the same projections and masks, since SDPA does not return them; a query
+        whose keys are all masked gets a zero row, as forward gives it a zero output.
+        """
+        T = x.shape[1]
+        q, k, _ = self.project(x)
+        mask, is_causal = merge_masks(T, T, attn_mask, key_padding_mask, causal, x.device)
+        if is_causal:
+            mask = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+        scores = (q.float() @ k.float().transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, nh, T, T)
+        if mask is not None and mask.dtype == torch.bool:
+            scores = scores.masked_fill(~mask, float("-inf"))
+        elif mask is not None:
+            scores = scores + mask.float()
+        return scores.softmax(dim=-1).nan_to_num(0.0)
 
 
 class MLP(nn.Module):
@@ -222,3 +259,14 @@ class TransformerBlock(nn.Module):
             return x + self.mlp(self.ln_2(x))
         x = self.ln_1(x + self.attn(x, attn_mask, key_padding_mask, causal, kv_cache))
         return self.ln_2(x + self.mlp(x))
+
+    def attention_weights(
+        self,
+        x: torch.Tensor,
+        attn_mask: torch.Tensor | None = None,
+        key_padding_mask: torch.Tensor | None = None,
+        causal: bool = False,
+    ) -> torch.Tensor:
+        """This block's attention probabilities (B, nh, T, T) for its input x (see MultiHeadAttention)."""
+        attn_input = self.ln_1(x) if self.norm_first else x
+        return self.attn.attention_weights(attn_input, attn_mask, key_padding_mask, causal)

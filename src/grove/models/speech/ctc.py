@@ -1,6 +1,6 @@
 """Acoustic models for transcription with CTC: features in, per-frame character log-probabilities out.
 
-    log_probs, out_lengths = model(features, lengths)
+    log_probs, out_lengths = model(features, lengths)   # a CTCOutput (a NamedTuple)
     # features (B, F, T) log-mel/MFCC; lengths (B,) valid frames per utterance (None = all T)
     # log_probs (B, T', num_classes), log_softmax over characters; out_lengths (B,) valid of T'
 
@@ -14,6 +14,14 @@ change its valid log-probs (tests check this).
   LSTM/GRU, linear to characters.
 - `transformer_ctc`: conv subsampling, then Conformer blocks (Gulati et al., 2020) or plain
   pre-norm Transformer blocks, linear to characters.
+
+Contract: inputs are features (batch, in_features, "time") and lengths ("batch",) int64;
+`example_input` gives the features alone (every frame valid). `forward_features(features,
+lengths)` returns the encoder output (B, T', D) before the output layer (its valid frames are the
+out_lengths forward returns); the feature layer is `rnn` for conv_rnn_ctc (hooked output: the
+(PackedSequence, state) pair) and the final `norm` for transformer_ctc (an Identity after
+Conformer blocks, which end in their own LayerNorm). `reset_classifier` replaces `fc`; the blank
+stays class 0.
 """
 
 from __future__ import annotations
@@ -23,6 +31,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from grove.models.layers.attention import MLP, MultiHeadAttention, TransformerBlock
+from grove.models.layers.contract import CTCOutput, TensorSpec
+from grove.models.layers.heads import fresh_head
+from grove.models.layers.specs import feature_spec, lengths_spec
 from grove.registry import register_model
 
 
@@ -72,10 +83,25 @@ class ConvSubsampling(nn.Module):
 
 
 class _CTCModel(nn.Module):
-    """Shared contract parts: lengths default, example input."""
+    """Shared contract parts: lengths default, input spec, example input, output layer `fc`."""
 
     in_features: int
     num_classes: int
+    fc: nn.Linear
+
+    def forward_features(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        return self.encode(features, self._lengths(features, lengths))[0]  # (B, T', D)
+
+    def forward(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> CTCOutput:
+        h, out_lengths = self.encode(features, self._lengths(features, lengths))  # (B, T', D)
+        return CTCOutput(self.output_layer(h).log_softmax(-1), out_lengths)  # (B, T', num_classes)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.fc = fresh_head(self.fc, num_classes)
+        self.num_classes = num_classes
+
+    def input_spec(self) -> list[TensorSpec]:
+        return [feature_spec(self.in_features), lengths_spec()]
 
     def _lengths(self, features: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
         if features.dim() != 3 or features.shape[1] != self.in_features:
@@ -98,6 +124,8 @@ class _CTCModel(nn.Module):
 
 
 class ConvRNNCTC(_CTCModel):
+    feature_layer = "rnn"
+
     def __init__(
         self, num_classes: int, in_features: int, channels: int, hidden: int, layers: int,
         cell: str, dropout: float, subsample: int,
@@ -117,18 +145,19 @@ class ConvRNNCTC(_CTCModel):
         self.dropout = nn.Dropout(dropout)
         self.fc = nn.Linear(2 * hidden, num_classes)
 
-    def forward(self, features: torch.Tensor, lengths: torch.Tensor | None = None):
-        lengths = self._lengths(features, lengths)
+    def encode(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x, out_lengths = self.frontend(features, lengths)  # (B, T', C*F')
         # Packing keeps padding out of the backward direction; it needs the lengths on the host.
         packed = nn.utils.rnn.pack_padded_sequence(x, out_lengths.cpu(), batch_first=True, enforce_sorted=False)
         h, _ = self.rnn(packed)
         h, _ = nn.utils.rnn.pad_packed_sequence(h, batch_first=True, total_length=x.shape[1])  # (B, T', 2H)
-        logits = self.fc(self.dropout(h))  # (B, T', num_classes)
-        return logits.log_softmax(-1), out_lengths
+        return h, out_lengths
+
+    def output_layer(self, h: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.dropout(h))
 
 
-@register_model(modality="speech", family="rnn")
+@register_model(modality="audio", family="rnn")
 def conv_rnn_ctc(
     num_classes: int = 29,  # blank, space, a-z, apostrophe
     in_features: int = 40,  # 40 log-mel bins
@@ -197,6 +226,8 @@ class ConformerBlock(nn.Module):
 
 
 class TransformerCTC(_CTCModel):
+    feature_layer = "norm"
+
     def __init__(
         self, num_classes: int, in_features: int, dim: int, depth: int, heads: int,
         conv_kernel: int, conformer: bool, dropout: float, subsample: int,
@@ -219,8 +250,7 @@ class TransformerCTC(_CTCModel):
         self.norm = nn.Identity() if conformer else nn.LayerNorm(dim)
         self.fc = nn.Linear(dim, num_classes)
 
-    def forward(self, features: torch.Tensor, lengths: torch.Tensor | None = None):
-        lengths = self._lengths(features, lengths)
+    def encode(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x, out_lengths = self.frontend(features, lengths)  # (B, T', C*F')
         x = self.dropout(self.proj(x))  # (B, T', D)
         valid = frame_mask(out_lengths, x.shape[1])  # (B, T')
@@ -229,11 +259,13 @@ class TransformerCTC(_CTCModel):
                 x = block(x, valid)
             else:
                 x = block(x, key_padding_mask=~valid)
-        logits = self.fc(self.norm(x))  # (B, T', num_classes)
-        return logits.log_softmax(-1), out_lengths
+        return self.norm(x), out_lengths
+
+    def output_layer(self, h: torch.Tensor) -> torch.Tensor:
+        return self.fc(h)
 
 
-@register_model(modality="speech", family="transformer")
+@register_model(modality="audio", family="transformer")
 def transformer_ctc(
     num_classes: int = 29,  # blank, space, a-z, apostrophe
     in_features: int = 40,  # 40 log-mel bins

@@ -7,6 +7,15 @@ Every model here takes (B, F, T) features — F frequency bins (`in_features`), 
 - `ds_cnn`: DS-CNN of "Hello Edge" (Zhang et al., 2017), depthwise-separable conv blocks.
 - `crnn`: a conv front-end, a bidirectional GRU/LSTM over time and attention pooling.
 - `kwt`: Keyword Transformer (Berg et al., 2021), one token per frame (or patch of frames).
+
+Contract: the time axis is dynamic (global pooling takes any clip length) except for kwt, whose
+learned positions fix `frames`. Feature layers and `forward_features` (what precedes the pooling
+and the classifier):
+- bc_resnet: `head`, (B, 4c, F', T) before the mean over frequency and time;
+- ds_cnn: `blocks`, (B, C, F/2, T/2) before the mean;
+- crnn: `conv` (the last (B, C, F/4, T) time-frequency map); `forward_features` gives the
+  bidirectional RNN outputs (B, T, 2H) before attention pooling;
+- kwt: `norm`, whose output (B, N+1, D) `forward_features` returns (the head reads token 0).
 """
 
 from __future__ import annotations
@@ -16,15 +25,22 @@ import torch.nn.functional as F
 from torch import nn
 
 from grove.models.layers.attention import TransformerBlock
+from grove.models.layers.contract import TensorSpec
+from grove.models.layers.heads import fresh_head
 from grove.models.layers.positions import LearnedPositions
+from grove.models.layers.specs import feature_spec
 from grove.registry import register_model
 
 
 class _FeatureInput:
-    """`example_input` for models fed (B, F, T) features."""
+    """`example_input` and `input_spec` for models fed (B, F, T) features."""
 
     in_features: int
     example_frames: int
+    fixed_frames: bool = False  # True when the model takes exactly example_frames frames
+
+    def input_spec(self) -> list[TensorSpec]:
+        return [feature_spec(self.in_features, self.example_frames if self.fixed_frames else None)]
 
     def example_input(self, batch_size: int) -> torch.Tensor:
         p = next(self.parameters())
@@ -110,6 +126,7 @@ class BCResNet(_FeatureInput, nn.Module):
     # blocks per stage, and the stages whose first block halves frequency (the paper's Table 1)
     stage_blocks = (2, 2, 4, 4)
     stride_stages = (1, 2)
+    feature_layer = "head"
 
     def __init__(self, num_classes: int, in_features: int, scale: float, dropout: float):
         super().__init__()
@@ -143,15 +160,21 @@ class BCResNet(_FeatureInput, nn.Module):
         self.classifier = nn.Conv2d(widths[-1], num_classes, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.forward_features(x).mean((2, 3), keepdim=True)  # (B, 4c, 1, 1)
+        return self.classifier(x).flatten(1)  # (B, num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         _check_features(x, self.in_features, "bc_resnet")
         x = self.stem(x.unsqueeze(1))  # (B, 2c, F/2, T)
         x = self.blocks(x)  # (B, 2.5c, F/8, T)
-        x = self.head(x)  # (B, 4c, F/8 - 4, T)
-        x = x.mean((2, 3), keepdim=True)  # (B, 4c, 1, 1)
-        return self.classifier(x).flatten(1)  # (B, num_classes)
+        return self.head(x)  # (B, 4c, F/8 - 4, T)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.classifier = fresh_head(self.classifier, num_classes)
+        self.num_classes = num_classes
 
 
-@register_model(modality="speech", family="cnn")
+@register_model(modality="audio", family="cnn")
 def bc_resnet(
     num_classes: int = 12,  # Speech Commands v2's 10 words + unknown + silence
     in_features: int = 40,  # the paper's 40 log-mel bins
@@ -180,6 +203,8 @@ class DepthwiseSeparable(nn.Module):
 
 
 class DSCNN(_FeatureInput, nn.Module):
+    feature_layer = "blocks"
+
     def __init__(self, num_classes: int, in_features: int, channels: int, n_blocks: int, dropout: float):
         super().__init__()
         self.num_classes = num_classes
@@ -196,14 +221,20 @@ class DSCNN(_FeatureInput, nn.Module):
         self.fc = nn.Linear(channels, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_features(x, self.in_features, "ds_cnn")
-        x = self.stem(x.unsqueeze(1))  # (B, C, F/2, T/2)
-        x = self.blocks(x)  # (B, C, F/2, T/2)
-        x = x.mean((2, 3))  # (B, C)
+        x = self.forward_features(x).mean((2, 3))  # (B, C)
         return self.fc(self.dropout(x))  # (B, num_classes)
 
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        _check_features(x, self.in_features, "ds_cnn")
+        x = self.stem(x.unsqueeze(1))  # (B, C, F/2, T/2)
+        return self.blocks(x)  # (B, C, F/2, T/2)
 
-@register_model(modality="speech", family="cnn")
+    def reset_classifier(self, num_classes: int) -> None:
+        self.fc = fresh_head(self.fc, num_classes)
+        self.num_classes = num_classes
+
+
+@register_model(modality="audio", family="cnn")
 def ds_cnn(
     num_classes: int = 12,  # Speech Commands v2's 10 words + unknown + silence
     in_features: int = 40,  # 40 log-mel bins (Hello Edge used 10 MFCCs; any count works)
@@ -220,6 +251,8 @@ def ds_cnn(
 
 
 class CRNN(_FeatureInput, nn.Module):
+    feature_layer = "conv"
+
     def __init__(
         self, num_classes: int, in_features: int, channels: int, hidden: int, layers: int, cell: str, dropout: float
     ):
@@ -253,16 +286,23 @@ class CRNN(_FeatureInput, nn.Module):
         self.fc = nn.Linear(2 * hidden, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        _check_features(x, self.in_features, "crnn")
-        x = self.conv(x.unsqueeze(1))  # (B, C, F/4, T)
-        x = x.flatten(1, 2).transpose(1, 2)  # (B, T, C*F/4)
-        h, _ = self.rnn(x)  # (B, T, 2H)
+        h = self.forward_features(x)  # (B, T, 2H)
         weights = self.attention(h).softmax(1)  # (B, T, 1)
         pooled = (weights * h).sum(1)  # (B, 2H)
         return self.fc(self.dropout(pooled))  # (B, num_classes)
 
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        _check_features(x, self.in_features, "crnn")
+        x = self.conv(x.unsqueeze(1))  # (B, C, F/4, T)
+        x = x.flatten(1, 2).transpose(1, 2)  # (B, T, C*F/4)
+        return self.rnn(x)[0]  # (B, T, 2H)
 
-@register_model(modality="speech", family="rnn")
+    def reset_classifier(self, num_classes: int) -> None:
+        self.fc = fresh_head(self.fc, num_classes)
+        self.num_classes = num_classes
+
+
+@register_model(modality="audio", family="rnn")
 def crnn(
     num_classes: int = 12,  # Speech Commands v2's 10 words + unknown + silence
     in_features: int = 40,  # 40 log-mel bins
@@ -281,6 +321,9 @@ def crnn(
 
 
 class KWT(_FeatureInput, nn.Module):
+    feature_layer = "norm"
+    fixed_frames = True
+
     def __init__(
         self, num_classes: int, in_features: int, frames: int, patch_frames: int,
         dim: int, depth: int, heads: int, mlp_ratio: float, dropout: float,
@@ -305,6 +348,9 @@ class KWT(_FeatureInput, nn.Module):
         nn.init.normal_(self.cls_token, std=0.02)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.forward_features(x)[:, 0])  # (B, num_classes), from the class token
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         _check_features(x, self.in_features, "kwt")
         B, Fq, T = x.shape
         if T != self.frames:
@@ -319,10 +365,14 @@ class KWT(_FeatureInput, nn.Module):
         x = self.dropout(x + self.positions(x.shape[1]))
         for block in self.blocks:
             x = block(x)
-        return self.head(self.norm(x[:, 0]))  # (B, num_classes)
+        return self.norm(x)  # (B, N+1, D)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.head = fresh_head(self.head, num_classes)
+        self.num_classes = num_classes
 
 
-@register_model(modality="speech", family="transformer")
+@register_model(modality="audio", family="transformer")
 def kwt(
     num_classes: int = 12,  # Speech Commands v2's 10 words + unknown + silence
     in_features: int = 40,  # the paper's 40 MFCCs (log-mel works the same)

@@ -11,6 +11,9 @@ left out: it matters for BERT's next-sentence pre-training, not for training fro
 Padding is invisible: no token attends to a pad_id token and the mean skips them, so the same
 text padded to any length gives the same logits. Pad on the right; left padding would shift the
 positions of the text. Pre-trained BERT checkpoints belong to the Hugging Face wrappers (hf.py).
+
+Contract: the feature layer is the final LayerNorm `ln_f`, and `forward_features` returns its
+output (B, T, n_embd) for every token; pooling (which needs the padding mask) belongs to the head.
 """
 
 from __future__ import annotations
@@ -19,24 +22,19 @@ import torch
 from torch import nn
 
 from grove.models.layers.attention import TransformerBlock
+from grove.models.layers.contract import TensorSpec
+from grove.models.layers.heads import fresh_head
 from grove.models.layers.positions import LearnedPositions
+from grove.models.layers.specs import token_spec
+from grove.models.layers.tokens import check_pad_id, example_token_ids
 from grove.registry import register_model
 
 POOLINGS = ("cls", "mean")
 
 
-def check_pad_id(pad_id: int, vocab_size: int) -> None:
-    if not 0 <= pad_id < vocab_size:
-        raise ValueError(f"pad_id must be a token id in [0, {vocab_size}); got {pad_id}")
-
-
-def example_token_ids(batch_size: int, seq_len: int, vocab_size: int, pad_id: int, device) -> torch.Tensor:
-    """Random ids that are never pad_id, so every example is all text."""
-    ids = torch.randint(0, vocab_size - 1, (batch_size, seq_len), device=device)
-    return ids + (ids >= pad_id).long()  # (B, T), skips over pad_id
-
-
 class EncoderClassifier(nn.Module):
+    feature_layer = "ln_f"
+
     def __init__(
         self,
         vocab_size: int,
@@ -74,18 +72,31 @@ class EncoderClassifier(nn.Module):
             nn.init.zeros_(module.bias)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        B, T = idx.shape
+        x = self.forward_features(idx)  # (B, T, C)
         pad = idx == self.pad_id  # (B, T), True = padding
-        x = self.drop(self.tok_emb(idx) + self.pos_emb(T))  # (B, T, C)
-        for block in self.blocks:
-            x = block(x, key_padding_mask=pad)  # (B, T, C)
-        x = self.ln_f(x)
         if self.pooling == "cls":
             pooled = x[:, 0]  # (B, C)
         else:
             keep = (~pad).unsqueeze(-1).to(x.dtype)  # (B, T, 1)
             pooled = (x * keep).sum(dim=1) / keep.sum(dim=1).clamp(min=1)  # (B, C)
         return self.head(self.drop(pooled))  # (B, num_classes)
+
+    def forward_features(self, idx: torch.Tensor) -> torch.Tensor:
+        """The final LayerNorm's output (B, T, n_embd), one vector per token (padding included)."""
+        B, T = idx.shape
+        pad = idx == self.pad_id  # (B, T), True = padding
+        x = self.drop(self.tok_emb(idx) + self.pos_emb(T))  # (B, T, C)
+        for block in self.blocks:
+            x = block(x, key_padding_mask=pad)  # (B, T, C)
+        return self.ln_f(x)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.head = fresh_head(self.head, num_classes)
+        self._init_weights(self.head)
+        self.num_classes = num_classes
+
+    def input_spec(self) -> list[TensorSpec]:
+        return [token_spec()]  # tokens <= max_len
 
     def example_input(self, batch_size: int) -> torch.Tensor:
         device = self.head.weight.device

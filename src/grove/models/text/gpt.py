@@ -12,7 +12,11 @@ vocabulary, whose weight is the token embedding's when `tie_weights` (GPT-2 does
 `generate` runs the prompt once into a KV cache and then feeds one token per step. Once the
 sequence is longer than block_size the cache cannot go on (learned positions stop at block_size),
 so from then on every step recomputes the last block_size tokens, as nanoGPT does.
-`sample_next_token` is the sampling rule (temperature, top-k, top-p) every text generator shares.
+`sample_next_token` (models/layers/tokens.py) is the sampling rule every text generator shares.
+
+Contract: the feature layer is the final LayerNorm (`transformer.ln_f`) and `forward_features`
+returns its output (B, T, n_embd); `reset_classifier` raises ValueError, since the output is the
+vocabulary the embedding reads (and, tied, the very same matrix).
 """
 
 from __future__ import annotations
@@ -25,40 +29,14 @@ import torch
 from torch import nn
 
 from grove.models.layers.attention import KVCache, TransformerBlock
+from grove.models.layers.contract import TensorSpec
+from grove.models.layers.heads import reject_lm_reset
 from grove.models.layers.positions import LearnedPositions
+from grove.models.layers.specs import token_spec
+from grove.models.layers.tokens import sample_next_token
 from grove.registry import register_model
 
 POSITIONS = ("learned", "rotary")
-
-
-def sample_next_token(
-    logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None
-) -> torch.Tensor:
-    """Sample one token id per row of logits (B, V) -> (B, 1).
-
-    temperature divides the logits (0 means greedy); top_k keeps the k most likely tokens; top_p
-    keeps the smallest set of most likely tokens whose probability reaches p (nucleus sampling).
-    top_k=1 and temperature=0 are exactly argmax, with no random draw.
-    """
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 = greedy); got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be at least 1; got {top_k}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1]; got {top_p}")
-    if temperature == 0 or top_k == 1:
-        return logits.argmax(dim=-1, keepdim=True)
-    logits = logits.float() / temperature
-    if top_k is not None:
-        kth = torch.topk(logits, min(top_k, logits.size(-1))).values[:, [-1]]  # (B, 1)
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p is not None:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)  # (B, V)
-        probs = sorted_logits.softmax(dim=-1)
-        mass_before = probs.cumsum(dim=-1) - probs  # the most likely token always stays (mass 0 before it)
-        sorted_logits = sorted_logits.masked_fill(mass_before >= top_p, float("-inf"))
-        logits = logits.scatter(-1, order, sorted_logits)
-    return torch.multinomial(logits.softmax(dim=-1), num_samples=1)  # (B, 1)
 
 
 @dataclass
@@ -75,6 +53,8 @@ class GPTConfig:
 
 
 class GPT(nn.Module):
+    feature_layer = "transformer.ln_f"
+
     def __init__(self, config: GPTConfig):
         super().__init__()
         if config.positions not in POSITIONS:
@@ -152,6 +132,16 @@ class GPT(nn.Module):
 
     def forward(self, idx: torch.Tensor, kv_caches: list[KVCache] | None = None) -> torch.Tensor:
         return self.lm_head(self.hidden_states(idx, kv_caches))  # (B, T, vocab_size)
+
+    def forward_features(self, idx: torch.Tensor) -> torch.Tensor:
+        """The final-LayerNorm output (B, T, n_embd) that lm_head reads."""
+        return self.hidden_states(idx)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        reject_lm_reset("gpt", self.config.vocab_size)
+
+    def input_spec(self) -> list[TensorSpec]:
+        return [token_spec()]  # tokens <= block_size
 
     @torch.no_grad()
     def generate(

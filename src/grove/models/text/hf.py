@@ -4,6 +4,12 @@
 The wrapped model keeps Hugging Face's own parameter names under `hf.`, and `save_pretrained`
 writes a directory that plain `transformers.AutoModelForSequenceClassification.from_pretrained`
 loads; training writes one into the run directory's `hf/` folder.
+
+Contract: the feature layer is the checkpoint's last Transformer layer (e.g. `hf.bert.encoder.layer.5`),
+`forward_features` returns the base model's last hidden states (B, T, hidden) (the head's own
+pooling comes after), and `reset_classifier` swaps the last Linear of the checkpoint's
+classification head (`classifier` or `score`) for a fresh one initialised as the checkpoint's
+family initialises it, and updates the config so `save_pretrained` records the new label count.
 """
 
 from __future__ import annotations
@@ -11,8 +17,22 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from grove.models.layers.contract import TensorSpec
+from grove.models.layers.heads import fresh_head
+from grove.models.layers.specs import token_spec
 from grove.paths import resolve
 from grove.registry import register_model
+
+HEAD_NAMES = ("classifier", "score")  # what transformers calls the sequence-classification head
+
+
+def last_layer_name(base: nn.Module) -> str:
+    """The dotted name of the last block of the longest ModuleList: the Transformer layers."""
+    lists = [(len(m), name) for name, m in base.named_modules() if isinstance(m, nn.ModuleList) and len(m)]
+    if not lists:
+        raise ValueError(f"cannot find the Transformer layers of {type(base).__name__}")
+    length, name = max(lists, key=lambda item: item[0])
+    return f"{name}.{length - 1}"
 
 
 class HFSequenceClassifier(nn.Module):
@@ -31,10 +51,41 @@ class HFSequenceClassifier(nn.Module):
         )
         self.num_classes = num_classes
         self.pad_id = pad_id
+        self.feature_layer = f"hf.{self.hf.base_model_prefix}.{last_layer_name(self.hf.base_model)}"
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         # (B, T) ids padded with pad_id -> (B, num_classes)
         return self.hf(input_ids=idx, attention_mask=(idx != self.pad_id).long()).logits
+
+    def forward_features(self, idx: torch.Tensor) -> torch.Tensor:
+        """The base model's last hidden states (B, T, hidden)."""
+        return self.hf.base_model(input_ids=idx, attention_mask=(idx != self.pad_id).long()).last_hidden_state
+
+    def reset_classifier(self, num_classes: int) -> None:
+        parent, name, old = self._output_layer()
+        new = fresh_head(old, num_classes)
+        self.hf._init_weights(new)  # the checkpoint family's own init (BERT: normal(0, 0.02), zero bias)
+        setattr(parent, name, new)
+        self.hf.config.num_labels = num_classes  # also resets id2label / label2id to that many
+        self.hf.num_labels = num_classes
+        self.num_classes = num_classes
+
+    def _output_layer(self) -> tuple[nn.Module, str, nn.Linear]:
+        """(parent module, attribute name, layer) of the Linear that produces the logits."""
+        for head_name in HEAD_NAMES:
+            head = getattr(self.hf, head_name, None)
+            if isinstance(head, nn.Linear):
+                return self.hf, head_name, head
+            if isinstance(head, nn.Module):
+                linears = [(n, m) for n, m in head.named_modules() if isinstance(m, nn.Linear)]
+                if linears:
+                    path, layer = linears[-1]
+                    parent_path, _, attr = path.rpartition(".")
+                    return head.get_submodule(parent_path) if parent_path else head, attr, layer
+        raise ValueError(f"cannot find the classification head of {type(self.hf).__name__} (looked for {HEAD_NAMES})")
+
+    def input_spec(self) -> list[TensorSpec]:
+        return [token_spec()]
 
     def example_input(self, batch_size: int) -> torch.Tensor:
         device = next(self.parameters()).device

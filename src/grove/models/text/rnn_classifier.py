@@ -8,6 +8,9 @@ recurrence stops at each sequence's own end: the same text padded to any length 
 logits. The features are the last layer's final hidden state, of both directions when
 bidirectional (the backward direction's final state is the one at the first token).
 Packing needs the lengths on the CPU, so on a GPU each forward makes one small device-to-host copy.
+
+Contract: the feature layer is `rnn` (its hooked output is the (PackedSequence, state) pair), and
+`forward_features` returns the final hidden states (B, dirs * n_hidden) that the head reads.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from grove.models.text.encoder import check_pad_id, example_token_ids
+from grove.models.layers.contract import TensorSpec
+from grove.models.layers.heads import fresh_head
+from grove.models.layers.specs import token_spec
+from grove.models.layers.tokens import check_pad_id, example_token_ids
 from grove.registry import register_model
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
@@ -29,6 +35,8 @@ def sequence_lengths(idx: torch.Tensor, pad_id: int) -> torch.Tensor:
 
 
 class RNNClassifier(nn.Module):
+    feature_layer = "rnn"
+
     def __init__(
         self,
         vocab_size: int,
@@ -59,6 +67,10 @@ class RNNClassifier(nn.Module):
         self.head = nn.Linear(self.n_directions * n_hidden, num_classes)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        return self.head(self.drop(self.forward_features(idx)))  # (B, num_classes)
+
+    def forward_features(self, idx: torch.Tensor) -> torch.Tensor:
+        """The last layer's final hidden states (B, dirs * n_hidden), both directions side by side."""
         B, T = idx.shape
         lengths = sequence_lengths(idx, self.pad_id).cpu()  # (B,)
         x = self.drop(self.embedding(idx))  # (B, T, n_embd)
@@ -67,8 +79,14 @@ class RNNClassifier(nn.Module):
         if isinstance(h, tuple):  # LSTM: (h, c)
             h = h[0]
         last = h[-self.n_directions :]  # (dirs, B, n_hidden): the last layer
-        features = last.transpose(0, 1).reshape(B, -1)  # (B, dirs * n_hidden)
-        return self.head(self.drop(features))  # (B, num_classes)
+        return last.transpose(0, 1).reshape(B, -1)  # (B, dirs * n_hidden)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.head = fresh_head(self.head, num_classes)
+        self.num_classes = num_classes
+
+    def input_spec(self) -> list[TensorSpec]:
+        return [token_spec()]
 
     def example_input(self, batch_size: int) -> torch.Tensor:
         return example_token_ids(batch_size, 16, self.vocab_size, self.pad_id, self.head.weight.device)

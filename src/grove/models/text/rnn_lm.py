@@ -9,13 +9,17 @@ word_language_model example.
 Forward convention — one model call serves both the model contract and truncated BPTT:
 
     logits = model(idx)                                    # idx (B, T) -> (B, T, vocab_size)
-    logits, state = model(idx, state, return_state=True)   # carry state into the next batch
+    logits, state = model(idx, state, return_state=True)   # an LMOutput; carry state into the next batch
     state = detach_state(state)                            # (or model.detach_state) between batches
 
 `state` is None (zeros) or what the previous call returned: for "lstm" a tuple (h, c), for "gru"
 a tensor h, each (n_layers, B, n_hidden). Carrying it is only right when row b of the next batch
 continues row b of this one (TBPTT batching), and it must be reset (None) when B changes.
 `generate` has gpt's signature and carries the state itself, so it has no context limit.
+
+Contract: the feature layer is `rnn` (its hooked output is the (out, state) pair nn.LSTM/GRU
+return) and `forward_features` returns the top layer's outputs (B, T, n_hidden) before dropout and
+the decoder; `reset_classifier` raises ValueError, since the output is the vocabulary.
 """
 
 from __future__ import annotations
@@ -25,7 +29,10 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from grove.models.text.gpt import sample_next_token
+from grove.models.layers.contract import LMOutput, TensorSpec
+from grove.models.layers.heads import reject_lm_reset
+from grove.models.layers.specs import token_spec
+from grove.models.layers.tokens import sample_next_token
 from grove.registry import register_model
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
@@ -44,6 +51,7 @@ def detach_state(state: State | None) -> State | None:
 
 class RNNLanguageModel(nn.Module):
     detach_state = staticmethod(detach_state)
+    feature_layer = "rnn"
 
     def __init__(
         self,
@@ -77,11 +85,24 @@ class RNNLanguageModel(nn.Module):
 
     def forward(
         self, idx: torch.Tensor, state: State | None = None, return_state: bool = False
-    ) -> torch.Tensor | tuple[torch.Tensor, State]:
-        x = self.drop(self.encoder(idx))  # (B, T, n_embd)
-        out, state = self.rnn(x, state)  # (B, T, n_hidden); state: (n_layers, B, n_hidden) per tensor
+    ) -> torch.Tensor | LMOutput:
+        out, state = self._run(idx, state)  # (B, T, n_hidden)
         logits = self.decoder(self.drop(out))  # (B, T, vocab_size)
-        return (logits, state) if return_state else logits
+        return LMOutput(logits, state) if return_state else logits
+
+    def _run(self, idx: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
+        x = self.drop(self.encoder(idx))  # (B, T, n_embd)
+        return self.rnn(x, state)  # (B, T, n_hidden); state: (n_layers, B, n_hidden) per tensor
+
+    def forward_features(self, idx: torch.Tensor) -> torch.Tensor:
+        """The top RNN layer's outputs (B, T, n_hidden), from a zero state."""
+        return self._run(idx, None)[0]
+
+    def reset_classifier(self, num_classes: int) -> None:
+        reject_lm_reset("lstm_lm", self.vocab_size)
+
+    def input_spec(self) -> list[TensorSpec]:
+        return [token_spec()]
 
     @torch.no_grad()
     def generate(

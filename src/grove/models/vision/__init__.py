@@ -1,3 +1,3 @@
 """Image classifiers. Importing a module runs its @register_model decorators."""
 
-from grove.models.vision import fastnet, resnet, seed_cnn  # noqa: F401
+from grove.models.vision import alexnet, fastnet, resnet, seed_cnn, vgg, vit  # noqa: F401

@@ -5,6 +5,10 @@ What makes it fast to train: a frozen 2x2 conv stem whose filters whiten the ima
 unit-variance inputs; three wide-but-shallow conv groups that pool early; a global max pool; and a
 small fixed output scale that keeps early logits soft. Horizontal-flip test-time augmentation is
 built in (eval mode only).
+
+Contract: the feature layer is `groups` (the last conv group); `forward_features` returns its map
+(B, widths[-1], h, w) for one view (no TTA) before the global max pool, and `reset_classifier`
+replaces `head`.
 """
 
 from __future__ import annotations
@@ -15,6 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from grove.models.layers.contract import TensorSpec
+from grove.models.layers.heads import fresh_head
+from grove.models.layers.specs import image_spec
 from grove.registry import register_model
 
 WHITEN_KERNEL = 2
@@ -49,6 +56,8 @@ class ConvGroup(nn.Module):
 
 
 class FastNet(nn.Module):
+    feature_layer = "groups"
+
     def __init__(
         self, num_classes: int, in_channels: int, image_size: int, widths: Sequence[int], tta: bool
     ):
@@ -92,11 +101,13 @@ class FastNet(nn.Module):
         self.whiten.weight.copy_(torch.cat([filters, -filters]).view_as(w))
         self.whiten.bias.copy_(torch.cat([bias, -bias]))
 
-    def logits(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         # x: (B, C, S, S); shapes shown for S = 32 and the default widths
         x = F.gelu(self.whiten(x))  # (B, 8C, 31, 31)
-        x = self.groups(x)  # (B, 256, 3, 3): 31 -> 15 -> 7 -> 3
-        x = x.amax(dim=(2, 3))  # (B, 256)
+        return self.groups(x)  # (B, 256, 3, 3): 31 -> 15 -> 7 -> 3
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.forward_features(x).amax(dim=(2, 3))  # (B, 256)
         return self.head(x) * OUTPUT_SCALE  # (B, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -106,13 +117,20 @@ class FastNet(nn.Module):
         both = self.logits(torch.cat([x, x.flip(-1)]))  # (2B, num_classes)
         return both.view(2, len(x), -1).mean(0)  # (B, num_classes)
 
+    def reset_classifier(self, num_classes: int) -> None:
+        self.head = fresh_head(self.head, num_classes)
+        self.num_classes = num_classes
+
+    def input_spec(self) -> list[TensorSpec]:
+        return [image_spec(self.in_channels, self.image_size)]
+
     def example_input(self, batch_size: int) -> torch.Tensor:
         w = self.head.weight
         size = (batch_size, self.in_channels, self.image_size, self.image_size)
         return torch.randn(size, device=w.device, dtype=w.dtype)
 
 
-@register_model(modality="vision", family="cnn")
+@register_model(modality="image", family="cnn")
 def fastnet(
     num_classes: int = 10,  # CIFAR-10, the data set it is tuned for
     in_channels: int = 3,  # RGB

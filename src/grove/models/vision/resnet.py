@@ -5,6 +5,9 @@ loads with `strict=True`. ResNet-50's Bottleneck puts the stride on its 3x3 conv
 "v1.5"), which is what torchvision's published weights use. `stem="cifar"` swaps the 7x7/2 conv
 and the max pool for one 3x3/1 conv, keeping 32x32 images from shrinking to 1x1 by layer4; the
 parameter names stay the same (only conv1's kernel differs).
+
+Contract: the feature layer is `layer4`; `forward_features` returns its map (B, 512e, H/32, W/32)
+before the average pool, and `reset_classifier` replaces `fc`.
 """
 
 from __future__ import annotations
@@ -13,6 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from grove.models.layers.contract import TensorSpec
+from grove.models.layers.heads import fresh_head
+from grove.models.layers.specs import image_spec
 from grove.registry import register_model
 
 STEMS = ("imagenet", "cifar")
@@ -83,6 +89,8 @@ def make_stage(block: type, inplanes: int, planes: int, blocks: int, stride: int
 
 
 class ResNet(nn.Module):
+    feature_layer = "layer4"
+
     def __init__(
         self,
         block: type,
@@ -128,15 +136,24 @@ class ResNet(nn.Module):
                     nn.init.zeros_(m.last_bn().weight)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.avgpool(self.forward_features(x)).flatten(1)  # (B, 512e)
+        return self.fc(x)  # (B, num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         # x: (B, C, H, W); shown for the imagenet stem (the cifar stem keeps H, W: s = 1, not 4)
         x = F.relu(self.bn1(self.conv1(x)))  # (B, 64, H/2, W/2)
         x = self.maxpool(x)  # (B, 64, H/4, W/4)
         x = self.layer1(x)  # (B, 64e, H/4, W/4), e = block expansion (1 or 4)
         x = self.layer2(x)  # (B, 128e, H/8, W/8)
         x = self.layer3(x)  # (B, 256e, H/16, W/16)
-        x = self.layer4(x)  # (B, 512e, H/32, W/32)
-        x = self.avgpool(x).flatten(1)  # (B, 512e)
-        return self.fc(x)  # (B, num_classes)
+        return self.layer4(x)  # (B, 512e, H/32, W/32)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.fc = fresh_head(self.fc, num_classes)
+        self.num_classes = num_classes
+
+    def input_spec(self) -> list[TensorSpec]:
+        return [image_spec(self.in_channels, self.image_size)]
 
     def example_input(self, batch_size: int) -> torch.Tensor:
         w = self.conv1.weight
@@ -153,7 +170,7 @@ class ResNet(nn.Module):
 #   zero_init_residual=False  torchvision's default
 
 
-@register_model(modality="vision", family="cnn")
+@register_model(modality="image", family="cnn")
 def resnet18(
     num_classes: int = 1000,
     in_channels: int = 3,
@@ -165,7 +182,7 @@ def resnet18(
     return ResNet(BasicBlock, (2, 2, 2, 2), num_classes, in_channels, image_size, stem, zero_init_residual)
 
 
-@register_model(modality="vision", family="cnn")
+@register_model(modality="image", family="cnn")
 def resnet34(
     num_classes: int = 1000,
     in_channels: int = 3,
@@ -177,7 +194,7 @@ def resnet34(
     return ResNet(BasicBlock, (3, 4, 6, 3), num_classes, in_channels, image_size, stem, zero_init_residual)
 
 
-@register_model(modality="vision", family="cnn")
+@register_model(modality="image", family="cnn")
 def resnet50(
     num_classes: int = 1000,
     in_channels: int = 3,

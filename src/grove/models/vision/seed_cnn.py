@@ -4,6 +4,10 @@ The listing forgot `import torch.nn.functional as F` and hard-coded the flatten 
 which only fits 24x24 inputs. Here the flatten size follows from `image_size`, any channel count
 works, and `flatten(1)` keeps samples apart where `view(-1, 64*6*6)` silently regroups them when
 the size is wrong. Layer names and widths are the listing's.
+
+Contract: the feature layer is `conv2` (the last conv, (B, 64, S/2, S/2) before its pool);
+`forward_features` returns the pooled map (B, 64, S/4, S/4) that is flattened into fc1, and
+`reset_classifier` replaces fc2.
 """
 
 from __future__ import annotations
@@ -12,10 +16,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from grove.models.layers.contract import TensorSpec
+from grove.models.layers.heads import fresh_head
+from grove.models.layers.specs import image_spec
 from grove.registry import register_model
 
 
 class SeedCNN(nn.Module):
+    feature_layer = "conv2"
+
     def __init__(self, num_classes: int, in_channels: int, image_size: int, dropout: float):
         super().__init__()
         if image_size < 4:
@@ -32,12 +41,21 @@ class SeedCNN(nn.Module):
         self.fc2 = nn.Linear(128, num_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # x: (B, C, S, S)
-        x = self.pool(F.relu(self.conv1(x)))  # (B, 32, S/2, S/2)
-        x = self.pool(F.relu(self.conv2(x)))  # (B, 64, S/4, S/4)
-        x = x.flatten(1)  # (B, 64 * (S/4)^2)
+        x = self.forward_features(x).flatten(1)  # (B, 64 * (S/4)^2)
         x = F.relu(self.fc1(x))  # (B, 128)
         return self.fc2(self.dropout(x))  # (B, num_classes)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        # x: (B, C, S, S)
+        x = self.pool(F.relu(self.conv1(x)))  # (B, 32, S/2, S/2)
+        return self.pool(F.relu(self.conv2(x)))  # (B, 64, S/4, S/4)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.fc2 = fresh_head(self.fc2, num_classes)
+        self.num_classes = num_classes
+
+    def input_spec(self) -> list[TensorSpec]:
+        return [image_spec(self.in_channels, self.image_size)]
 
     def example_input(self, batch_size: int) -> torch.Tensor:
         w = self.conv1.weight
@@ -45,7 +63,7 @@ class SeedCNN(nn.Module):
         return torch.randn(size, device=w.device, dtype=w.dtype)
 
 
-@register_model(modality="vision", family="cnn")
+@register_model(modality="image", family="cnn")
 def seed_cnn(
     num_classes: int = 10,  # the listing's fc2 output (CIFAR-10's classes)
     in_channels: int = 3,  # RGB, as the listing's conv1
