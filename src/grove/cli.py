@@ -203,14 +203,20 @@ def cmd_models(args) -> int:
     from grove.models.utils import count_params
     from grove.registry import MODELS
 
+    import torch
+
     width = max(map(len, MODELS.names()))
     for name in MODELS.names():
         entry = MODELS.get(name)
         tags = "/".join(str(v) for v in entry.tags.values())
-        try:
-            size = f"{count_params(entry.fn()) / 1e6:7.2f}M"
-        except (GroveError, ValueError, OSError):  # a model whose default needs a missing checkpoint
-            size = f"{'-':>8}"
+        size = f"{'-':>8}"  # a model whose default needs a missing checkpoint
+        for device in ("meta", "cpu"):  # meta: shapes only, so VGG-16's 138M parameters allocate nothing
+            try:
+                with torch.device(device):
+                    size = f"{count_params(entry.fn()) / 1e6:7.2f}M"
+                break
+            except (GroveError, ValueError, OSError, RuntimeError, NotImplementedError):
+                continue
         print(f"{name:<{width}}  {tags:<18} {size}  {entry.description}")
     return 0
 

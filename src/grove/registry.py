@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import typing
 from dataclasses import dataclass, field
@@ -116,6 +117,5 @@ def list_models() -> list[str]:
 
 
 def _import_builtins() -> None:
-    """Importing the packages runs their @register decorators."""
-    import grove.data  # noqa: F401
-    import grove.models  # noqa: F401
+    """Importing the catalogue runs the built-ins' @register decorators (once: Python caches it)."""
+    importlib.import_module("grove.catalogue")

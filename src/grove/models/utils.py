@@ -37,6 +37,12 @@ def weights_of(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def load_weights(model: nn.Module, weights: dict[str, torch.Tensor]) -> None:
     """Load `weights_of` output; raises ValueError naming keys that do not fit."""
+    own = model.state_dict()
+    wrong = [k for k, t in weights.items() if k in own and tuple(t.shape) != tuple(own[k].shape)]
+    if wrong:
+        k = wrong[0]
+        raise ValueError(f"weights do not fit the model: {k} is {tuple(weights[k].shape)} in the weights but "
+                         f"{tuple(own[k].shape)} in the model ({len(wrong)} tensor(s) differ in shape)")
     missing, unexpected = model.load_state_dict(weights, strict=False)
     # A tied tensor was saved under its first name only, and loading that one filled both.
     loaded = {t.untyped_storage().data_ptr() for k, t in model.state_dict().items() if k in weights}

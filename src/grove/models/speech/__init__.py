@@ -1,3 +1,1 @@
-"""Speech models: keyword spotting (kws.py) and CTC transcription (ctc.py); importing registers them."""
-
-from grove.models.speech import ctc, kws  # noqa: F401
+"""Speech models: keyword spotting (kws.py) and CTC transcription (ctc.py); grove/catalogue.py imports them."""

@@ -1,3 +1,1 @@
-"""Text models: language models and sequence classifiers. Importing a module runs its @register_model decorators."""
-
-from grove.models.text import encoder, gpt, hf, rnn_classifier, rnn_lm  # noqa: F401
+"""Text models: language models and sequence classifiers (grove/catalogue.py imports them, which registers them)."""

@@ -1,3 +1,1 @@
-"""Image classifiers. Importing a module runs its @register_model decorators."""
-
-from grove.models.vision import alexnet, fastnet, resnet, seed_cnn, vgg, vit  # noqa: F401
+"""Image classifiers (grove/catalogue.py imports them, which registers them)."""

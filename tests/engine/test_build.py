@@ -1,0 +1,29 @@
+"""Building a run's pieces: pretrained weights, with their head replaced when the class count differs."""
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+from grove.engine.build import load_pretrained
+from grove.errors import GroveError
+from grove.models.utils import weights_of
+from grove.registry import create_model
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_weights_for_another_class_count_keep_the_body_and_replace_the_head(tmp_path, suffix, capsys):
+    torch.manual_seed(0)
+    source = create_model("seed_cnn", num_classes=100, in_channels=1, image_size=8)
+    path = tmp_path / f"c100{suffix}"
+    save_file(weights_of(source), path) if suffix == ".safetensors" else torch.save(source.state_dict(), path)
+    model = create_model("seed_cnn", num_classes=10, in_channels=1, image_size=8)
+    load_pretrained(model, str(path))
+    assert torch.equal(model.conv1.weight, source.conv1.weight) and torch.equal(model.fc1.weight, source.fc1.weight)
+    assert model.fc2.weight.shape == (10, 128) and model.num_classes == 10
+    assert "head of 100 outputs" in capsys.readouterr().out
+
+
+def test_weights_whose_body_differs_are_one_line_naming_the_tensor(tmp_path):
+    save_file(weights_of(create_model("seed_cnn", in_channels=1, image_size=8)), tmp_path / "w.safetensors")
+    with pytest.raises(GroveError, match=r"fc1.weight is \(128, 256\) in the weights but \(128, 1024\)"):
+        load_pretrained(create_model("seed_cnn", in_channels=1, image_size=16), str(tmp_path / "w.safetensors"))
