@@ -200,10 +200,10 @@ def cmd_recipes(args) -> int:
 
 
 def cmd_models(args) -> int:
+    import torch
+
     from grove.models.utils import count_params
     from grove.registry import MODELS
-
-    import torch
 
     width = max(map(len, MODELS.names()))
     for name in MODELS.names():
