@@ -130,3 +130,21 @@ def test_a_pickle_as_a_hugging_face_checkpoint_is_refused(tmp_path):
     result = run_grove("train", "sentiment-demo-minilm", f"model.path={checkpoint}", f"run.dir={tmp_path / 'runs'}")
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert str(checkpoint) in result.stderr and not marker.exists() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("content", [b"junk\n", b"\x80\x02}q\x00(X\x01\x00\x00\x00aq\x01K\x02u."])
+def test_a_junk_state_file_is_one_line(runs, tmp_path, content):
+    run, _, target = planted(tmp_path, runs["image"], "checkpoints/state.pt")
+    target.write_bytes(content)
+    result = run_grove("train", "--resume", run)
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "state.pt" in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize("state", ['{"kind": "char", "chars": 5}', '{"kind": "char", "chars": ["a"], "specials": [], "lowercase": false}'])
+def test_a_tampered_or_swapped_tokenizer_is_one_line(runs, tmp_path, state):
+    run, _, target = planted(tmp_path, runs["text"], "data/grove_tokenizer.json")
+    target.write_text(state)
+    for args in (["generate", run, "--max-new-tokens", "2"], ["evaluate", run]):
+        result = run_grove(*args)
+        assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+        assert "tokenizer" in result.stderr

@@ -2,6 +2,7 @@
 evaluate` and `grove predict` agree on every input of every modality."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -112,17 +113,27 @@ def test_load_run_rebuilds_the_run_from_its_directory(tmp_path):
     assert loaded.model(batch).shape == (2, 2)
 
 
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("digits")
+    assert run_grove("train", "digits-cnn", "train.max_steps=2", f"run.dir={base}").returncode == 0
+    return only_run_dir(base)
+
+
 @pytest.mark.parametrize("damage,message", [
     (lambda run: (run / "meta.json").write_text("{not json"), "meta.json cannot be read"),
     (lambda run: (run / "meta.json").write_text('{"recipe": "x"}'), "meta.json is damaged"),
     (lambda run: (run / "config.yaml").write_text("model: [unclosed"), "config.yaml cannot be read"),
     (lambda run: (run / "config.yaml").write_text("model:\n  name: no_such_model\ndata:\n  name: digits\n"),
      "config.yaml is damaged"),
-    (lambda run: (run / "checkpoints" / "best").unlink(), "no 'best' checkpoint"),
+    (lambda run: (run / "checkpoints" / "best").unlink(), "checkpoints/best is missing"),
+    (lambda run: (run / "meta.json").unlink(), "meta.json is missing"),
+    (lambda run: (run / "meta.json").write_text((run / "meta.json").read_text().replace('"0",', "")),
+     "names 9 classes but the model has 10 outputs"),
 ])
-def test_a_damaged_run_file_is_one_line_naming_it(tmp_path, damage, message):
-    assert run_grove("train", "digits-cnn", "train.max_steps=2", f"run.dir={tmp_path}").returncode == 0
-    run = only_run_dir(tmp_path)
+def test_a_damaged_run_file_is_one_line_naming_it(digits_run, tmp_path, damage, message):
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run, symlinks=True)
     damage(run)
     for args in (["evaluate", run], ["predict", run, "x.png"]):
         result = run_grove(*args)

@@ -7,6 +7,7 @@ import json
 import os
 import sys
 
+from grove import __version__
 from grove.errors import GroveError
 
 
@@ -20,6 +21,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return args.run(args) or 0
+    except BrokenPipeError:  # `grove ... | head` closed the pipe: what was asked for is printed
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except GroveError as err:
         if os.environ.get("RANK", "0") == "0":  # one line, not one per process
             print(f"error: {err}", file=sys.stderr)
@@ -31,13 +35,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="grove", description="Train, evaluate and use CNN, RNN and Transformer models.")
+    p.add_argument("--version", action="version", version=f"grove {__version__}")
     sub = p.add_subparsers(required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", help="train from a recipe (name or YAML path), or --resume a run")
     t.add_argument("recipe", nargs="?", help="built-in recipe name (see `grove recipes`) or a YAML file")
     t.add_argument("overrides", nargs="*", metavar="key.sub=value", help="recipe overrides, e.g. train.epochs=5")
     t.add_argument("--resume", metavar="RUN_DIR", help="continue an interrupted run from its last checkpoint")
-    t.add_argument("--nproc", type=int, default=1, help="data-parallel processes on this machine")
+    t.add_argument("--nproc", type=positive, default=1, help="data-parallel processes on this machine")
     t.add_argument("--nnodes", default="1", help="machines taking part (torchrun's --nnodes)")
     t.add_argument("--node-rank", type=int, default=0, help="this machine's rank, with --rdzv-endpoint")
     t.add_argument("--rdzv-endpoint", help="HOST:PORT of the rendezvous, for several machines")
@@ -55,20 +60,22 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("run_dir")
     r.add_argument("inputs", nargs="+", metavar="INPUT", help="image or WAV/FLAC files, or texts for a text classifier")
     r.add_argument("--beam-width", type=int, default=8, help="CTC beam search width (0: greedy)")
-    r.add_argument("--top-k", type=int, default=5)
+    r.add_argument("--top-k", type=positive, default=5)
     r.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    r.add_argument("--device", default="auto")
     r.add_argument("--json", action="store_true")
     r.set_defaults(run=cmd_predict)
 
     g = sub.add_parser("generate", help="continue a prompt with a language-model run, streaming tokens")
     g.add_argument("run_dir")
     g.add_argument("--prompt", default="\n")
-    g.add_argument("--max-new-tokens", type=int, default=300)
+    g.add_argument("--max-new-tokens", type=positive, default=300)
     g.add_argument("--temperature", type=float, default=0.8, help="0 picks the most probable token")
     g.add_argument("--top-k", type=int)
     g.add_argument("--top-p", type=float)
     g.add_argument("--seed", type=int)
     g.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    g.add_argument("--device", default="auto")
     g.set_defaults(run=cmd_generate)
 
     sub.add_parser("recipes", help="list the built-in recipes").set_defaults(run=cmd_recipes)
@@ -77,8 +84,19 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def positive(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"'{text}' is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def cmd_train(args) -> int:
-    from grove.config import load_recipe, validate
+    from grove.config import load_recipe
     from grove.engine import distributed
     from grove.engine.loop import train
     from grove.rundir import RunDir
@@ -87,11 +105,7 @@ def cmd_train(args) -> int:
         if args.recipe or args.overrides:
             raise GroveError("--resume continues a run with its saved recipe: give the run directory alone")
         run = RunDir.open(args.resume)
-        name = run.read_meta().recipe
-        try:
-            recipe = validate(run.read_config())
-        except GroveError as err:
-            raise GroveError(f"run file {run.path / 'config.yaml'} is damaged: {err}") from None
+        name, recipe = run.read_meta().recipe, run.read_recipe()
     elif args.recipe:
         recipe, name = load_recipe(args.recipe, args.overrides)
     else:
@@ -149,7 +163,7 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     import grove
 
-    predictor = grove.load(args.run_dir, checkpoint=args.checkpoint)
+    predictor = grove.load(args.run_dir, checkpoint=args.checkpoint, device=args.device)
     results = predictor.predict_each(args.inputs, top=args.top_k, beam_width=args.beam_width)
     failed = sum(isinstance(r, GroveError) for r in results)
     if args.json:
@@ -177,7 +191,7 @@ def cmd_predict(args) -> int:
 def cmd_generate(args) -> int:
     import grove
 
-    predictor = grove.load(args.run_dir, checkpoint=args.checkpoint)
+    predictor = grove.load(args.run_dir, checkpoint=args.checkpoint, device=args.device)
     pieces = predictor.generate(args.prompt, args.max_new_tokens, temperature=args.temperature,
                                 top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     # The first piece tokenizes the prompt and samples once, so a bad prompt or sampling option

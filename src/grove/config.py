@@ -126,6 +126,8 @@ def resolve_recipe_path(name_or_path: str) -> Path:
         return recipes[name_or_path]
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") or path.exists():
+        if path.is_dir():
+            raise GroveError(f"recipe {path} is a directory; pass a YAML file or a built-in recipe name")
         if not path.is_file():
             raise GroveError(f"recipe file {path} does not exist")
         return path
@@ -201,7 +203,7 @@ def _check_options(section: str, name: str, options: dict, registry) -> dict:
     checked = {}
     for key, value in options.items():
         if not entry.accepts(key):
-            known = [k for k in entry.parameters()] + _fixed_keys(section)
+            known = [k for k in entry.parameters() if k not in _ENGINE_OPTIONS] + _fixed_keys(section)
             raise GroveError(
                 f"unknown recipe key '{section}.{key}'{did_you_mean(key, known)}; "
                 f"{registry.kind} '{name}' takes: {', '.join(sorted(known))}"
@@ -222,6 +224,10 @@ def _check_options(section: str, name: str, options: dict, registry) -> dict:
         except PydanticSchemaGenerationError:  # an annotation pydantic cannot check: leave it to the builder
             checked[key] = value
     return checked
+
+
+# Builder options the engine sets when it rebuilds a trained run's data (engine/build.py build_split).
+_ENGINE_OPTIONS = ("splits", "saved_dir")
 
 
 def _type_name(annotation) -> str:
@@ -248,4 +254,4 @@ def _describe(error: dict, raw: dict) -> str:
     if error["type"] == "missing":
         return f"recipe key '{key}' is required"
     value = error.get("input")
-    return f"recipe key '{key}': {error['msg']} (got {value!r})"
+    return f"recipe key '{key}': {error['msg'][0].lower()}{error['msg'][1:]} (got {value!r})"

@@ -105,8 +105,11 @@ class RunDir:
         run = cls(path)
         if not run.path.is_dir():
             raise GroveError(f"run directory {path} does not exist; pass runs/<recipe>/<timestamp>")
-        if not (run.path / CONFIG).is_file() or not (run.path / META).is_file():
+        missing = [name for name in (CONFIG, META) if not (run.path / name).is_file()]
+        if len(missing) == 2:
             raise GroveError(f"{path} is not a grove run directory (no {CONFIG} and {META}); pass runs/<recipe>/<timestamp>")
+        if missing:
+            raise GroveError(f"run file {run.path / missing[0]} is missing: the run directory is damaged")
         return run
 
     # -- small files ---------------------------------------------------------------------------
@@ -134,6 +137,16 @@ class RunDir:
         if meta.schema_version > SCHEMA_VERSION:
             raise GroveError(f"run file {self.path / META} was written by a newer grove (schema {meta.schema_version}); upgrade grove")
         return meta
+
+    def read_recipe(self) -> Recipe:
+        """config.yaml, validated as a recipe."""
+        from grove.config import validate
+
+        raw = self.read_config()
+        try:
+            return validate(raw)
+        except GroveError as err:
+            raise GroveError(f"run file {self.path / CONFIG} is damaged: {err}") from None
 
     def write_config(self, config: dict) -> None:
         atomic_write(self.path / CONFIG, yaml.safe_dump(config, sort_keys=False))
@@ -205,6 +218,9 @@ class RunDir:
     def load_checkpoint(self, tag: str, with_state: bool = True) -> tuple[dict, dict | None]:
         path = self.checkpoint(tag)
         if path is None:
+            if any(self.checkpoints.glob("step-*")):
+                raise GroveError(f"{self.checkpoints / tag} is missing or broken although checkpoints exist: "
+                                 f"the run directory is damaged (point {tag} at one of its step-* folders)")
             raise GroveError(f"{self.path} has no '{tag}' checkpoint yet (the run stopped before its first one)")
         weights = read_weights(path / WEIGHTS, "checkpoint file")
         state = read_torch_file(path / STATE, "checkpoint file", "delete that checkpoint to fall back to an older one") if with_state else None
@@ -233,7 +249,9 @@ def read_torch_file(path: Path, what: str, advice: str):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError:
         raise GroveError(f"{what} {path} holds objects other than tensors, which grove never unpickles; {advice}") from None
-    except UNREADABLE as err:
+    # Junk bytes fail inside torch's legacy loader with any exception (KeyError, IndexError ...);
+    # all of them mean this file is unusable, not that grove has a bug.
+    except Exception as err:
         raise GroveError(f"{what} {path} cannot be read ({_first_line(err)}); {advice}") from None
 
 
@@ -264,7 +282,6 @@ class LoadedRun:
 
 def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "auto") -> LoadedRun:
     """Model, task, preprocessing and class names of a run, from its directory alone."""
-    from grove.config import validate
     from grove.device import pick_device
     from grove.models.utils import load_weights
     from grove.registry import MODELS
@@ -272,10 +289,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "auto"
 
     run = RunDir.open(run_dir)
     meta = run.read_meta()
-    try:
-        recipe = validate(run.read_config())
-    except GroveError as err:
-        raise GroveError(f"run file {run.path / CONFIG} is damaged: {err}") from None
+    recipe = run.read_recipe()
     torch_device = pick_device(device, key="--device")
     try:
         model = MODELS.create(meta.model.name, **meta.model.options)
@@ -288,7 +302,19 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "auto"
         raise GroveError(f"checkpoint '{checkpoint}' of {run.path} does not fit the model in {META} ({_first_line(err)})") from None
     task = create_task(meta.task, meta.classes, meta.data, meta.task_options)
     transform, tokenizer = _preprocessing(meta, run.path / "data")
+    _check_fit(run, meta, model, tokenizer)
     return LoadedRun(run, meta, recipe, model.to(torch_device).eval(), task, transform, tokenizer, torch_device, checkpoint)
+
+
+def _check_fit(run: RunDir, meta: RunMeta, model: torch.nn.Module, tokenizer) -> None:
+    """The run's files must describe the model they sit beside: a tampered or swapped file gives
+    other labels or token ids without any error."""
+    if meta.task == "classification" and len(meta.classes) != model.num_classes:
+        raise GroveError(f"run file {run.path / META} names {len(meta.classes)} classes but the model has "
+                         f"{model.num_classes} outputs: the run directory is damaged")
+    if meta.task == "lm" and tokenizer is not None and tokenizer.vocab_size != model.num_classes:
+        raise GroveError(f"the tokenizer in {run.path / 'data'} has {tokenizer.vocab_size} tokens but the model "
+                         f"{model.num_classes}: the run directory is damaged")
 
 
 def _preprocessing(meta: RunMeta, data_dir: Path) -> tuple[Callable, Any | None]:

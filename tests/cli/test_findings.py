@@ -116,3 +116,28 @@ def test_help_does_not_import_torch():
     code = "import sys; from grove.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass\nprint('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().endswith("False")
+
+
+def test_resuming_on_another_process_count_is_one_clear_error(tmp_path):
+    assert run_grove("train", "digits-cnn", "train.max_steps=2", f"run.dir={tmp_path}").returncode == 0
+    result = run_grove("train", "--resume", only_run_dir(tmp_path), "--nproc", "2")
+    assert result.returncode != 0 and "resume it with --nproc 1" in result.stderr
+    assert "Traceback" not in result.stderr.split("resume it with")[0].splitlines()[-1]
+
+
+@pytest.mark.parametrize("args", [["predict", "RUN", "x.png", "--top-k", "0"], ["predict", "RUN", "x.png", "--top-k", "-1"],
+                                  ["generate", "RUN", "--max-new-tokens", "-3"], ["train", "digits-cnn", "--nproc", "0"]])
+def test_counts_below_one_are_refused(args):
+    result = run_grove(*args)
+    assert result.returncode == 2 and "must be at least 1" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_directory_as_recipe_says_so(tmp_path):
+    result = run_grove("train", tmp_path)
+    assert result.returncode == 2 and "is a directory" in result.stderr
+
+
+def test_version_and_a_closed_pipe():
+    assert run_grove("--version").stdout.startswith("grove ")
+    piped = subprocess.run(f"{sys.executable} -m grove recipes | head -1", shell=True, capture_output=True, text=True)
+    assert piped.stdout.count("\n") == 1 and piped.stderr == ""

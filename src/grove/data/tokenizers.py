@@ -397,6 +397,14 @@ def load_tokenizer(directory) -> Tokenizer:
             f"or {HF_FILE} (a Hugging Face tokenizer)"
         )
     state = _read_json(saved)
+    try:
+        return _from_state(directory, state)
+    except (KeyError, TypeError, ValueError, AttributeError) as err:  # fields missing or of the wrong type
+        raise GroveError(f"{saved} is damaged ({type(err).__name__}: {err}); save the tokenizer again") from None
+
+
+def _from_state(directory: Path, state: dict) -> Tokenizer:
+    saved = directory / GROVE_FILE
     kind = state.get("kind")
     if kind == "char":
         return CharTokenizer(state["chars"], specials=state["specials"], lowercase=state["lowercase"])

@@ -57,8 +57,8 @@ def build_split(data_cfg, split: str | None, run: RunDir, meta: RunMeta) -> tupl
         split = "test" if bundle.test is not None else "val"
     data = getattr(bundle, split, None) if split in ("train", "val", "test") else None
     if data is None:
-        available = [name for name in ("train", "val", "test") if getattr(bundle, name) is not None]
-        raise GroveError(f"data set '{data_cfg.name}' has no '{split}' split; choose from {', '.join(available)}")
+        others = [name for name in ("test", "val", "train") if name != split]
+        raise GroveError(f"data set '{data_cfg.name}' has no '{split}' split; try --split {' or --split '.join(others)}")
     if bundle.classes != meta.classes:
         raise GroveError(f"the data set now has the classes {bundle.classes[:10]}, the run was trained on "
                          f"{meta.classes[:10]}: evaluate on the data the run trained with")

@@ -179,6 +179,11 @@ class Trainer:
 
     def restore(self, run: RunDir) -> None:
         weights, state = run.load_checkpoint("last")
+        saved = len(state["rng"])  # one random state per process
+        if saved != self.procs.world_size:
+            # Each process's random and stream state continues where it stopped: another process
+            # count could not continue the same training.
+            raise GroveError(f"{run.path} was trained on {saved} process(es): resume it with --nproc {saved}")
         load_weights(self.model, state["raw_weights"] if self.ema else weights)
         if self.ema:
             load_weights(self.ema.model, weights)
@@ -248,6 +253,8 @@ class Trainer:
             if resume is None and main and run.checkpoint("last") is None:
                 log.close()
                 shutil.rmtree(run.path, ignore_errors=True)  # nothing to resume: leave no half run behind
+                if not any(run.path.parent.iterdir()):
+                    run.path.parent.rmdir()
                 raise GroveError(f"{err} (the run stopped before its first checkpoint; nothing was kept)") from None
             raise
         finally:
