@@ -17,6 +17,7 @@ import re
 import sys
 import zipfile
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -118,10 +119,10 @@ def _cached_voices(
     return found, folder if cache else None
 
 
-def _voice_numbers(voices: list[str], split: dict[str, list[str]], wanted: frozenset[str]) -> list[int]:
-    """The numbers (places in `voices`) of the voices that speak in the wanted splits."""
-    speaking = {voice for name in wanted for voice in split[name]}
-    return [v for v, voice in enumerate(voices) if voice in speaking]
+def _voice_numbers(voices: list[str], names) -> list[int]:
+    """The numbers (places in `voices`) of the voices named."""
+    names = set(names)
+    return [v for v, voice in enumerate(voices) if voice in names]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -184,6 +185,46 @@ def _check_speech_options(speeds, pitches, noise_snr_db, sample_rate) -> tuple[l
     return [int(s) for s in speeds], [int(p) for p in pitches], snr
 
 
+@dataclass(frozen=True)
+class Speakers:
+    """Who speaks, and how: the options both data sets share, checked; all of them key the cache."""
+
+    espeak: str  # espeak-ng's version: another build may speak differently
+    voices: list[str]  # the chosen voices; voice number v is voices[v]
+    speeds: list[int]
+    pitches: list[int]
+    noise_snr_db: list[float] | None
+    sample_rate: int
+    seed: int
+
+
+def _speakers(voices, n_voices, speeds, pitches, noise_snr_db, sample_rate, seed: int) -> Speakers:
+    speeds, pitches, snr = _check_speech_options(speeds, pitches, noise_snr_db, sample_rate)
+    return Speakers(espeak_version(), _choose_voices(voices, n_voices, seed), speeds, pitches, snr, sample_rate, seed)
+
+
+def _spoken_splits(
+    kind: str, speakers: Speakers, options: dict, keys: set[str], generate, take, val_voices, test_voices, splits, cache
+) -> tuple[dict[str, list[str]], list, str | None]:
+    """(the voices of each split, [train, val, test] data, the cache folder or None).
+
+    Only the voices of the wanted splits speak, or are read from the cache: generate(voice
+    numbers) -> {v: arrays} makes those the cache (keyed by the speakers and `options`) lacks;
+    take(voice numbers, {v: arrays}) gives a split's data, None for a split not wanted or voiceless.
+    """
+    chosen = speakers.voices
+    split = split_voices(chosen, val_voices, test_voices, speakers.seed)
+    wanted = wanted_splits(splits)
+    speaking = _voice_numbers(chosen, [voice for name in wanted for voice in split[name]])
+    per_voice, folder = _cached_voices(kind, {**asdict(speakers), **options}, chosen, speaking, keys, generate, cache)
+
+    def data(name: str):
+        numbers = _voice_numbers(chosen, split[name])
+        return take(numbers, per_voice) if name in wanted and numbers else None
+
+    return split, [data(name) for name in SPLITS], str(folder) if folder else None
+
+
 class VoiceTensorData(TensorData):
     """TensorData whose `voices[i]` names the voice that spoke item i."""
 
@@ -207,16 +248,20 @@ class VoiceTranscriptionArrays(TranscriptionArrays):
 # Keyword spotting
 
 
-def _generate_words(
-    words, voices, numbers, speeds, pitches, noise_snr_db, sample_rate, clip_seconds, seed
-) -> dict[int, dict]:
+def _generate_words(words, clip_seconds, speakers: Speakers, numbers) -> dict[int, dict]:
     """{v: arrays} for the voice numbers v: every word at every speed, (words x speeds) int16 clips."""
+    sample_rate, speeds = speakers.sample_rate, speakers.speeds
     length = round(clip_seconds * sample_rate)
-    jobs = [make_job(seed, 0, voices[v], v, speed, pitches, list(words)) for v in numbers for speed in speeds]
+    jobs = [
+        make_job(speakers.seed, 0, speakers.voices[v], v, speed, speakers.pitches, list(words))
+        for v in numbers
+        for speed in speeds
+    ]
 
     def finish(job, pieces):
         placed = [place_word(piece, length, job["rng"]) for piece in to_rate(pieces, sample_rate)]
-        return finish_clips(np.stack([c for c, _ in placed]), [s for _, s in placed], job["rng"], noise_snr_db)
+        clips = np.stack([c for c, _ in placed])
+        return finish_clips(clips, [s for _, s in placed], job["rng"], speakers.noise_snr_db)
 
     clips = run_jobs(jobs, finish, f"{len(jobs) * len(words)} spoken-word clips")
     per_voice = {}
@@ -267,56 +312,33 @@ def spoken_words(
     if not words or len(set(words)) != len(words) or not all(isinstance(w, str) and w.strip() for w in words):
         raise GroveError(f"words must be distinct non-empty strings, got {words}")
     feature_options, augment_options = parse_features(features), parse_augment(augment)
-    speeds, pitches, snr = _check_speech_options(speeds, pitches, noise_snr_db, sample_rate)
-    espeak = espeak_version()
-    chosen = _choose_voices(voices, n_voices, seed)
-    options = {
-        "espeak": espeak,
-        "words": words,
-        "voices": chosen,
-        "speeds": speeds,
-        "pitches": pitches,
-        "noise_snr_db": snr,
-        "sample_rate": sample_rate,
-        "clip_seconds": float(clip_seconds),
-        "seed": seed,
-    }
-    split = split_voices(chosen, val_voices, test_voices, seed)
-    wanted = wanted_splits(splits)
-    per_voice, folder = _cached_voices(
-        "words",
-        options,
-        chosen,
-        _voice_numbers(chosen, split, wanted),
-        {"audio", "label"},
-        lambda numbers: _generate_words(words, chosen, numbers, speeds, pitches, snr, sample_rate, clip_seconds, seed),
-        cache,
-    )
+    speakers = _speakers(voices, n_voices, speeds, pitches, noise_snr_db, sample_rate, seed)
 
-    def take(names: list[str]) -> VoiceTensorData | None:
-        numbers = [v for v, voice in enumerate(chosen) if voice in set(names)]
-        if not numbers:
-            return None
+    def take(numbers: list[int], per_voice: dict[int, dict]) -> VoiceTensorData:
         audio = torch.from_numpy(np.concatenate([per_voice[v]["audio"] for v in numbers]))
         labels = torch.from_numpy(np.concatenate([per_voice[v]["label"] for v in numbers]).astype(np.int64))
-        speakers = [chosen[v] for v in numbers for _ in range(len(per_voice[v]["label"]))]
-        data = VoiceTensorData(audio, labels, speakers, "spoken_words")
+        voice_names = [speakers.voices[v] for v in numbers for _ in range(len(per_voice[v]["label"]))]
+        data = VoiceTensorData(audio, labels, voice_names, "spoken_words")
         return data if classes is None else relabel(data, words, classes)
 
+    split, data, cached = _spoken_splits(
+        "words", speakers, {"words": words, "clip_seconds": float(clip_seconds)}, {"audio", "label"},
+        lambda numbers: _generate_words(words, clip_seconds, speakers, numbers),
+        take, val_voices, test_voices, splits, cache,
+    )
     transform = AudioTransform(sample_rate, feature_options, augment_options)
-    data = [take(split[name]) if name in wanted else None for name in SPLITS]
-    cached = str(folder) if folder else None
-    return keyword_bundle(*data, classes or words, transform, clip_seconds, voices=split, generator=espeak, cache=cached)
+    return keyword_bundle(
+        *data, classes or words, transform, clip_seconds, voices=split, generator=speakers.espeak, cache=cached
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Digit strings for transcription (CTC)
 
 
-def _generate_sequences(
-    n_utterances, min_digits, max_digits, voices, numbers, speeds, pitches, noise_snr_db, sample_rate, seed
-) -> dict[int, dict]:
+def _generate_sequences(n_utterances, min_digits, max_digits, speakers: Speakers, numbers) -> dict[int, dict]:
     """{v: arrays} for the voice numbers v: the voice's share of the n_utterances digit strings."""
+    voices, speeds, sample_rate, seed = speakers.voices, speakers.speeds, speakers.sample_rate, speakers.seed
     jobs = []
     for v in numbers:
         voice = voices[v]
@@ -327,13 +349,13 @@ def _generate_sequences(
             mine = sequences[k :: len(speeds)]
             if mine:
                 texts = [" ".join(DIGITS[d] for d in seq) for seq in mine]
-                jobs.append(make_job(seed, 1, voice, v, speed, pitches, texts, digits=mine))
+                jobs.append(make_job(seed, 1, voice, v, speed, speakers.pitches, texts, digits=mine))
 
     def finish(job, pieces):
         clips = []
         for piece in to_rate(pieces, sample_rate):
             clip, speech = pad_utterance(piece, sample_rate, job["rng"])
-            clips.append(finish_clips(clip[None], [speech], job["rng"], noise_snr_db)[0])
+            clips.append(finish_clips(clip[None], [speech], job["rng"], speakers.noise_snr_db)[0])
         return clips
 
     count = sum(len(job["digits"]) for job in jobs)
@@ -385,62 +407,37 @@ def spoken_digit_sequences(
     if not 1 <= min_digits <= max_digits <= 20:
         raise GroveError(f"need 1 <= min_digits <= max_digits <= 20, got {min_digits} and {max_digits}")
     feature_options, augment_options = parse_features(features), parse_transcription_augment(augment)
-    speeds, pitches, snr = _check_speech_options(speeds, pitches, noise_snr_db, sample_rate)
-    espeak = espeak_version()
-    chosen = _choose_voices(voices, n_voices, seed)
-    if n_utterances < len(chosen):
-        raise GroveError(f"n_utterances ({n_utterances}) must be at least the number of voices ({len(chosen)})")
-    options = {
-        "espeak": espeak,
-        "n_utterances": n_utterances,
-        "min_digits": min_digits,
-        "max_digits": max_digits,
-        "voices": chosen,
-        "speeds": speeds,
-        "pitches": pitches,
-        "noise_snr_db": snr,
-        "sample_rate": sample_rate,
-        "seed": seed,
-    }
-    split = split_voices(chosen, val_voices, test_voices, seed)
-    wanted = wanted_splits(splits)
-    per_voice, folder = _cached_voices(
-        "digits",
-        options,
-        chosen,
-        _voice_numbers(chosen, split, wanted),
-        {"samples", "lengths", "digits"},
-        lambda numbers: _generate_sequences(
-            n_utterances, min_digits, max_digits, chosen, numbers, speeds, pitches, snr, sample_rate, seed
-        ),
-        cache,
-    )
+    speakers = _speakers(voices, n_voices, speeds, pitches, noise_snr_db, sample_rate, seed)
+    n_chosen = len(speakers.voices)
+    if n_utterances < n_chosen:
+        raise GroveError(f"n_utterances ({n_utterances}) must be at least the number of voices ({n_chosen})")
     alphabet = build_alphabet(DIGITS)
     # Utterance i of the data set is numbered as in one array of every voice, in voice order, so
     # an item's name does not depend on which splits were built.
-    first = np.cumsum([0] + [_voice_count(n_utterances, len(chosen), v) for v in range(len(chosen))])
+    first = np.cumsum([0] + [_voice_count(n_utterances, n_chosen, v) for v in range(n_chosen)])
 
-    def take(names: list[str]) -> VoiceTranscriptionArrays | None:
-        numbers = [v for v, voice in enumerate(chosen) if voice in set(names)]
-        if not numbers:
-            return None
+    def take(numbers: list[int], per_voice: dict[int, dict]) -> VoiceTranscriptionArrays:
         lengths = np.concatenate([per_voice[v]["lengths"] for v in numbers])
         texts = [" ".join(DIGITS[d] for d in row if d >= 0) for v in numbers for row in per_voice[v]["digits"]]
-        speakers = [chosen[v] for v in numbers for _ in per_voice[v]["lengths"]]
+        voice_names = [speakers.voices[v] for v in numbers for _ in per_voice[v]["lengths"]]
         ids = [int(first[v]) + i for v in numbers for i in range(len(per_voice[v]["lengths"]))]
         return VoiceTranscriptionArrays(
             torch.from_numpy(np.concatenate([per_voice[v]["samples"] for v in numbers])),
             torch.from_numpy(np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)),
             torch.from_numpy(lengths),
             [encode_transcript(text, alphabet) for text in texts],
-            [f"spoken_digit_sequences #{i} ({voice}: {text})" for i, voice, text in zip(ids, speakers, texts)],
-            voices=speakers,
+            [f"spoken_digit_sequences #{i} ({voice}: {text})" for i, voice, text in zip(ids, voice_names, texts)],
+            voices=voice_names,
         )
 
+    split, data, cached = _spoken_splits(
+        "digits", speakers, {"n_utterances": n_utterances, "min_digits": min_digits, "max_digits": max_digits},
+        {"samples", "lengths", "digits"},
+        lambda numbers: _generate_sequences(n_utterances, min_digits, max_digits, speakers, numbers),
+        take, val_voices, test_voices, splits, cache,
+    )
     transform = AudioTransform(sample_rate, feature_options, augment_options)
-    data = [take(split[name]) if name in wanted else None for name in SPLITS]
-    cached = str(folder) if folder else None
-    return transcription_bundle(*data, alphabet, transform, voices=split, generator=espeak, cache=cached)
+    return transcription_bundle(*data, alphabet, transform, voices=split, generator=speakers.espeak, cache=cached)
 
 
 def _voice_count(n_utterances: int, n_voices: int, v: int) -> int:

@@ -28,6 +28,11 @@ explain, export and privacy code can rely on it without special cases):
 Optional: `model.init_from_data(x)` is called once with a batch of training inputs (after the
 data transform) before training, for data-dependent initialisation; vision transformers offer
 `attention_maps(x)` for attention rollout.
+
+The parts of the contract most models write alike are mixins in models/layers/: inputs.py
+(`input_spec` and `example_input` for image, feature and token inputs), heads.py
+(`ReplaceableHead`: `reset_classifier` for the output layer named `head_layer`) and tokens.py
+(`TokenSampler`: `generate` for language models).
 """
 
 from grove.models.utils import count_params, estimate_flops

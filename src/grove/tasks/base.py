@@ -15,6 +15,13 @@ import torch
 from torch import nn
 
 
+def sum_across_processes(*tensors: torch.Tensor) -> None:
+    """Sums each tensor in place over the processes of a distributed run (nothing to do in one process)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        for tensor in tensors:
+            torch.distributed.all_reduce(tensor)
+
+
 class Metrics(Protocol):
     def update(self, outputs, targets, loss: torch.Tensor) -> None: ...
 

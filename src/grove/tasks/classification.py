@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from grove.tasks.base import Task
+from grove.tasks.base import Task, sum_across_processes
 
 
 class ClassificationTask(Task):
@@ -71,9 +71,7 @@ class ClassificationMetrics:
 
     def all_reduce(self) -> None:
         self.fold()
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(self.confusion)
-            torch.distributed.all_reduce(self.sums)
+        sum_across_processes(self.confusion, self.sums)
 
     @property
     def count(self) -> int:

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from grove.tasks.base import Task
+from grove.tasks.base import Task, sum_across_processes
 
 
 class CTCTask(Task):
@@ -98,8 +98,7 @@ class CTCMetrics:
 
     def all_reduce(self) -> None:
         self._flush()
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(self.sums)
+        sum_across_processes(self.sums)
 
     @property
     def count(self) -> int:

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from grove.tasks.base import Task
+from grove.tasks.base import Task, sum_across_processes
 
 
 def detach(state):
@@ -82,8 +82,7 @@ class LanguageModelMetrics:
         self.sums[2] += (logits.argmax(-1) == targets).sum()
 
     def all_reduce(self) -> None:
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(self.sums)
+        sum_across_processes(self.sums)
 
     @property
     def count(self) -> int:

@@ -321,10 +321,12 @@ def _keyword_entries(
 # Transcribed utterances
 
 
-def _transcription_splits(read, sources: tuple, wanted: frozenset[str], alphabet, sample_rate):
-    """(alphabet, [TranscriptionFiles or None] * 3) of the wanted splits; read(source) gives
-    (files, transcripts) for a split's source (a manifest, a subset; None: no such split). The
-    alphabet is that of the training transcripts unless given (a trained run's)."""
+def _transcribed_files(read, sources: tuple, splits, alphabet, sample_rate, features, augment, **meta) -> DataBundle:
+    """The bundle of TranscriptionFiles splits (those in `splits`; `meta` is transcription_bundle's);
+    read(source) gives (files, transcripts) for a split's source (a manifest, a subset; None: no such
+    split). The alphabet is that of the training transcripts unless given (a trained run's)."""
+    feature_options, augment_options = parse_features(features), parse_transcription_augment(augment)
+    wanted = wanted_splits(splits)
     lists: dict = {}
 
     def listed(source):
@@ -339,10 +341,12 @@ def _transcription_splits(read, sources: tuple, wanted: frozenset[str], alphabet
             f"classes must be a CTC alphabet: {BLANK!r}, ' ', then distinct characters; got {list(alphabet)[:10]}"
         )
     alphabet = list(alphabet)
-    return alphabet, [
+    data = [
         TranscriptionFiles(*listed(source), alphabet, sample_rate) if source and name in wanted else None
         for name, source in zip(SPLITS, sources)
     ]
+    transform = AudioTransform(sample_rate, feature_options, augment_options)
+    return transcription_bundle(*data, alphabet, transform, **meta)
 
 
 @register_dataset(modality="audio")
@@ -367,13 +371,10 @@ def audio_manifest(
     """
     if root is None:
         raise GroveError("data.root is required for audio_manifest: pass data.root=/folder/with/train.csv")
-    feature_options, augment_options = parse_features(features), parse_transcription_augment(augment)
     root = Path(root).expanduser()
-    alphabet, data = _transcription_splits(
-        lambda name: read_manifest(root / name), (train, val, test), wanted_splits(splits), classes, sample_rate
+    return _transcribed_files(
+        lambda name: read_manifest(root / name), (train, val, test), splits, classes, sample_rate, features, augment
     )
-    transform = AudioTransform(sample_rate, feature_options, augment_options)
-    return transcription_bundle(*data, alphabet, transform)
 
 
 @register_dataset(modality="audio")
@@ -397,14 +398,12 @@ def librispeech(
     `splits` and `classes` as audio_manifest: with both, only the asked subsets are read (or
     downloaded).
     """
-    feature_options, augment_options = parse_features(features), parse_transcription_augment(augment)
     folder = Path(root).expanduser() if root else data_dir() / "librispeech"
     subsets = (subset, val_subset, test_subset)
-    alphabet, data = _transcription_splits(
-        lambda name: _librispeech_subset(folder, name), subsets, wanted_splits(splits), classes, sample_rate
+    return _transcribed_files(
+        lambda name: _librispeech_subset(folder, name), subsets, splits, classes, sample_rate, features, augment,
+        subsets=list(subsets),
     )
-    transform = AudioTransform(sample_rate, feature_options, augment_options)
-    return transcription_bundle(*data, alphabet, transform, subsets=list(subsets))
 
 
 def _librispeech_subset(folder: Path, subset: str) -> tuple[list[str], list[str]]:

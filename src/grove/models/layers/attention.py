@@ -46,6 +46,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from grove.models.layers.options import check_choice
 from grove.models.layers.positions import RotaryEmbedding, apply_rotary
 
 NORMS = ("layer", "rms")
@@ -199,8 +200,7 @@ class MultiHeadAttention(nn.Module):
 class MLP(nn.Module):
     def __init__(self, dim: int, hidden_dim: int, dropout: float = 0.0, bias: bool = True, activation: str = "gelu"):
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation '{activation}'; choose one of {', '.join(ACTIVATIONS)}")
+        check_choice("activation", activation, ACTIVATIONS)
         self.c_fc = nn.Linear(dim, hidden_dim, bias=bias)
         self.act = ACTIVATIONS[activation]()
         self.c_proj = nn.Linear(hidden_dim, dim, bias=bias)
@@ -212,11 +212,8 @@ class MLP(nn.Module):
 
 
 def make_norm(norm: str, dim: int, bias: bool = True) -> nn.Module:
-    if norm == "layer":
-        return nn.LayerNorm(dim, bias=bias)
-    if norm == "rms":
-        return nn.RMSNorm(dim)
-    raise ValueError(f"unknown norm '{norm}'; choose one of {', '.join(NORMS)}")
+    check_choice("norm", norm, NORMS)
+    return nn.LayerNorm(dim, bias=bias) if norm == "layer" else nn.RMSNorm(dim)
 
 
 class TransformerBlock(nn.Module):

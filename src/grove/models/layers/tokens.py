@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import torch
 
 
@@ -44,3 +46,31 @@ def sample_next_token(
         sorted_logits = sorted_logits.masked_fill(mass_before >= top_p, float("-inf"))
         logits = logits.scatter(-1, order, sorted_logits)
     return torch.multinomial(logits.softmax(dim=-1), num_samples=1)  # (B, 1)
+
+
+class TokenSampler:
+    """`generate` for language models, which give `next_token_logits`: one sampled token at a time."""
+
+    def next_token_logits(self, new_ids: torch.Tensor, state) -> tuple[torch.Tensor, object]:
+        """(logits (B, V) for the token after new_ids (B, T), the state to pass with the next ids);
+        state is None for the prompt, then what the previous call returned."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def generate(
+        self,
+        idx: torch.Tensor,
+        max_new_tokens: int,
+        temperature: float = 1.0,
+        top_k: int | None = None,
+        top_p: float | None = None,
+    ) -> Iterator[torch.Tensor]:
+        """Yield max_new_tokens sampled token ids, each (B, 1), continuing idx (B, T).
+
+        Call model.eval() first, or dropout acts while sampling.
+        """
+        new_ids, state = idx, None
+        for _ in range(max_new_tokens):
+            logits, state = self.next_token_logits(new_ids, state)
+            new_ids = sample_next_token(logits, temperature, top_k, top_p)  # (B, 1)
+            yield new_ids

@@ -32,8 +32,9 @@ from torch import nn
 
 from grove.models.layers.attention import MLP, MultiHeadAttention, TransformerBlock
 from grove.models.layers.contract import CTCOutput, TensorSpec
-from grove.models.layers.heads import fresh_head
-from grove.models.layers.specs import feature_spec, lengths_spec
+from grove.models.layers.heads import ReplaceableHead
+from grove.models.layers.inputs import FeatureInput
+from grove.models.layers.specs import lengths_spec
 from grove.registry import register_model
 
 
@@ -82,12 +83,16 @@ class ConvSubsampling(nn.Module):
         return x, lengths
 
 
-class _CTCModel(nn.Module):
+class _CTCModel(FeatureInput, ReplaceableHead, nn.Module):
     """Shared contract parts: lengths default, input spec, example input, output layer `fc`."""
 
     in_features: int
     num_classes: int
     fc: nn.Linear
+    head_layer = "fc"
+    # Example inputs are features only (2 s of frames): `forward` treats every frame as valid when
+    # lengths is None, so model(example_input(n)) works wherever a single input tensor is expected.
+    example_frames = 200
 
     def forward_features(self, features: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         return self.encode(features, self._lengths(features, lengths))[0]  # (B, T', D)
@@ -96,12 +101,8 @@ class _CTCModel(nn.Module):
         h, out_lengths = self.encode(features, self._lengths(features, lengths))  # (B, T', D)
         return CTCOutput(self.output_layer(h).log_softmax(-1), out_lengths)  # (B, T', num_classes)
 
-    def reset_classifier(self, num_classes: int) -> None:
-        self.fc = fresh_head(self.fc, num_classes)
-        self.num_classes = num_classes
-
     def input_spec(self) -> list[TensorSpec]:
-        return [feature_spec(self.in_features), lengths_spec()]
+        return [*super().input_spec(), lengths_spec()]
 
     def _lengths(self, features: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
         if features.dim() != 3 or features.shape[1] != self.in_features:
@@ -111,12 +112,6 @@ class _CTCModel(nn.Module):
         if lengths is None:
             return torch.full((features.shape[0],), features.shape[2], dtype=torch.long, device=features.device)
         return lengths.to(device=features.device, dtype=torch.long)
-
-    def example_input(self, batch_size: int) -> torch.Tensor:
-        # Features only (2 s of frames): `forward` treats every frame as valid when lengths is None,
-        # so model(example_input(n)) works wherever a single input tensor is expected.
-        p = next(self.parameters())
-        return torch.randn(batch_size, self.in_features, 200, device=p.device, dtype=p.dtype)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -25,26 +25,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from grove.models.layers.attention import TransformerBlock
-from grove.models.layers.contract import TensorSpec
-from grove.models.layers.heads import fresh_head
+from grove.models.layers.heads import ReplaceableHead
+from grove.models.layers.inputs import FeatureInput
 from grove.models.layers.positions import LearnedPositions
-from grove.models.layers.specs import feature_spec
 from grove.registry import register_model
-
-
-class _FeatureInput:
-    """`example_input` and `input_spec` for models fed (B, F, T) features."""
-
-    in_features: int
-    example_frames: int
-    fixed_frames: bool = False  # True when the model takes exactly example_frames frames
-
-    def input_spec(self) -> list[TensorSpec]:
-        return [feature_spec(self.in_features, self.example_frames if self.fixed_frames else None)]
-
-    def example_input(self, batch_size: int) -> torch.Tensor:
-        p = next(self.parameters())
-        return torch.randn(batch_size, self.in_features, self.example_frames, device=p.device, dtype=p.dtype)
 
 
 def _check_features(x: torch.Tensor, in_features: int, model: str) -> None:
@@ -122,11 +106,12 @@ class BCResBlock(nn.Module):
         return F.relu(y)
 
 
-class BCResNet(_FeatureInput, nn.Module):
+class BCResNet(FeatureInput, ReplaceableHead, nn.Module):
     # blocks per stage, and the stages whose first block halves frequency (the paper's Table 1)
     stage_blocks = (2, 2, 4, 4)
     stride_stages = (1, 2)
     feature_layer = "head"
+    head_layer = "classifier"
 
     def __init__(self, num_classes: int, in_features: int, scale: float, dropout: float):
         super().__init__()
@@ -169,10 +154,6 @@ class BCResNet(_FeatureInput, nn.Module):
         x = self.blocks(x)  # (B, 2.5c, F/8, T)
         return self.head(x)  # (B, 4c, F/8 - 4, T)
 
-    def reset_classifier(self, num_classes: int) -> None:
-        self.classifier = fresh_head(self.classifier, num_classes)
-        self.num_classes = num_classes
-
 
 @register_model(modality="audio", family="cnn")
 def bc_resnet(
@@ -202,8 +183,9 @@ class DepthwiseSeparable(nn.Module):
         return F.relu(self.bn2(self.pointwise(x)))
 
 
-class DSCNN(_FeatureInput, nn.Module):
+class DSCNN(FeatureInput, ReplaceableHead, nn.Module):
     feature_layer = "blocks"
+    head_layer = "fc"
 
     def __init__(self, num_classes: int, in_features: int, channels: int, n_blocks: int, dropout: float):
         super().__init__()
@@ -229,10 +211,6 @@ class DSCNN(_FeatureInput, nn.Module):
         x = self.stem(x.unsqueeze(1))  # (B, C, F/2, T/2)
         return self.blocks(x)  # (B, C, F/2, T/2)
 
-    def reset_classifier(self, num_classes: int) -> None:
-        self.fc = fresh_head(self.fc, num_classes)
-        self.num_classes = num_classes
-
 
 @register_model(modality="audio", family="cnn")
 def ds_cnn(
@@ -250,8 +228,9 @@ def ds_cnn(
 # CRNN
 
 
-class CRNN(_FeatureInput, nn.Module):
+class CRNN(FeatureInput, ReplaceableHead, nn.Module):
     feature_layer = "conv"
+    head_layer = "fc"
 
     def __init__(
         self, num_classes: int, in_features: int, channels: int, hidden: int, layers: int, cell: str, dropout: float
@@ -297,10 +276,6 @@ class CRNN(_FeatureInput, nn.Module):
         x = x.flatten(1, 2).transpose(1, 2)  # (B, T, C*F/4)
         return self.rnn(x)[0]  # (B, T, 2H)
 
-    def reset_classifier(self, num_classes: int) -> None:
-        self.fc = fresh_head(self.fc, num_classes)
-        self.num_classes = num_classes
-
 
 @register_model(modality="audio", family="rnn")
 def crnn(
@@ -320,8 +295,9 @@ def crnn(
 # Keyword Transformer
 
 
-class KWT(_FeatureInput, nn.Module):
+class KWT(FeatureInput, ReplaceableHead, nn.Module):
     feature_layer = "norm"
+    head_layer = "head"
     fixed_frames = True
 
     def __init__(
@@ -366,10 +342,6 @@ class KWT(_FeatureInput, nn.Module):
         for block in self.blocks:
             x = block(x)
         return self.norm(x)  # (B, N+1, D)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.head = fresh_head(self.head, num_classes)
-        self.num_classes = num_classes
 
 
 @register_model(modality="audio", family="transformer")

@@ -22,18 +22,19 @@ import torch
 from torch import nn
 
 from grove.models.layers.attention import TransformerBlock
-from grove.models.layers.contract import TensorSpec
-from grove.models.layers.heads import fresh_head
+from grove.models.layers.heads import ReplaceableHead
+from grove.models.layers.inputs import TokenInput
+from grove.models.layers.options import check_choice
 from grove.models.layers.positions import LearnedPositions
-from grove.models.layers.specs import token_spec
-from grove.models.layers.tokens import check_pad_id, example_token_ids
+from grove.models.layers.tokens import check_pad_id
 from grove.registry import register_model
 
 POOLINGS = ("cls", "mean")
 
 
-class EncoderClassifier(nn.Module):
+class EncoderClassifier(TokenInput, ReplaceableHead, nn.Module):
     feature_layer = "ln_f"
+    head_layer = "head"
 
     def __init__(
         self,
@@ -48,12 +49,12 @@ class EncoderClassifier(nn.Module):
         pooling: str,
     ):
         super().__init__()
-        if pooling not in POOLINGS:
-            raise ValueError(f"unknown pooling '{pooling}'; choose one of {', '.join(POOLINGS)}")
+        check_choice("pooling", pooling, POOLINGS)
         check_pad_id(pad_id, vocab_size)
         self.num_classes = num_classes
         self.vocab_size = vocab_size
         self.max_len = max_len
+        self.example_tokens = min(max_len, 16)
         self.pad_id = pad_id
         self.pooling = pooling
         self.tok_emb = nn.Embedding(vocab_size, n_embd)
@@ -70,6 +71,8 @@ class EncoderClassifier(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
+
+    init_head = _init_weights  # a fresh head starts as the built one did
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         x = self.forward_features(idx)  # (B, T, C)
@@ -89,18 +92,6 @@ class EncoderClassifier(nn.Module):
         for block in self.blocks:
             x = block(x, key_padding_mask=pad)  # (B, T, C)
         return self.ln_f(x)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.head = fresh_head(self.head, num_classes)
-        self._init_weights(self.head)
-        self.num_classes = num_classes
-
-    def input_spec(self) -> list[TensorSpec]:
-        return [token_spec()]  # tokens <= max_len
-
-    def example_input(self, batch_size: int) -> torch.Tensor:
-        device = self.head.weight.device
-        return example_token_ids(batch_size, min(self.max_len, 16), self.vocab_size, self.pad_id, device)
 
 
 @register_model(modality="text", family="transformer")

@@ -12,7 +12,8 @@ vocabulary, whose weight is the token embedding's when `tie_weights` (GPT-2 does
 `generate` runs the prompt once into a KV cache and then feeds one token per step. Once the
 sequence is longer than block_size the cache cannot go on (learned positions stop at block_size),
 so from then on every step recomputes the last block_size tokens, as nanoGPT does.
-`sample_next_token` (models/layers/tokens.py) is the sampling rule every text generator shares.
+The sampling loop is `TokenSampler.generate` (models/layers/tokens.py), which lstm_lm shares;
+this model gives it `next_token_logits`.
 
 Contract: the feature layer is the final LayerNorm (`transformer.ln_f`) and `forward_features`
 returns its output (B, T, n_embd); `reset_classifier` raises ValueError, since the output is the
@@ -22,7 +23,6 @@ vocabulary the embedding reads (and, tied, the very same matrix).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
@@ -30,10 +30,11 @@ from torch import nn
 
 from grove.models.layers.attention import KVCache, TransformerBlock
 from grove.models.layers.contract import TensorSpec
-from grove.models.layers.heads import reject_lm_reset
+from grove.models.layers.heads import check_lm_num_classes, reject_lm_reset
+from grove.models.layers.options import check_choice
 from grove.models.layers.positions import LearnedPositions
 from grove.models.layers.specs import token_spec
-from grove.models.layers.tokens import sample_next_token
+from grove.models.layers.tokens import TokenSampler
 from grove.registry import register_model
 
 POSITIONS = ("learned", "rotary")
@@ -52,13 +53,12 @@ class GPTConfig:
     tie_weights: bool
 
 
-class GPT(nn.Module):
+class GPT(TokenSampler, nn.Module):
     feature_layer = "transformer.ln_f"
 
     def __init__(self, config: GPTConfig):
         super().__init__()
-        if config.positions not in POSITIONS:
-            raise ValueError(f"unknown positions '{config.positions}'; choose one of {', '.join(POSITIONS)}")
+        check_choice("positions", config.positions, POSITIONS)
         self.config = config
         self.num_classes = config.vocab_size
         rotary = config.positions == "rotary"
@@ -143,35 +143,21 @@ class GPT(nn.Module):
     def input_spec(self) -> list[TensorSpec]:
         return [token_spec()]  # tokens <= block_size
 
-    @torch.no_grad()
-    def generate(
-        self,
-        idx: torch.Tensor,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-    ) -> Iterator[torch.Tensor]:
-        """Yield max_new_tokens sampled token ids, each (B, 1), continuing idx (B, T).
-
-        Call model.eval() first, or dropout acts while sampling.
-        """
+    def next_token_logits(self, new_ids: torch.Tensor, state: tuple | None) -> tuple[torch.Tensor, tuple]:
+        """For `generate`; the state is (the context: the last block_size tokens, its KV caches or None)."""
         block_size = self.config.block_size
-        seq = idx[:, -block_size:]
-        caches = None
-        for _ in range(max_new_tokens):
-            if caches is not None and caches[0].seq_len < block_size:
-                h = self.hidden_states(seq[:, -1:], caches)  # the newest token, attending to the cache
-            else:
-                # first step, or the context is full: learned positions cannot slide, so recompute
-                # the last block_size tokens (a cache is kept only while it has room to grow)
-                context = seq[:, -block_size:]
-                caches = KVCache.for_layers(self.config.n_layer) if context.shape[1] < block_size else None
-                h = self.hidden_states(context, caches)
-            logits = self.lm_head(h[:, -1, :])  # (B, vocab_size)
-            next_id = sample_next_token(logits, temperature, top_k, top_p)  # (B, 1)
-            seq = torch.cat((seq, next_id), dim=1)[:, -block_size:]
-            yield next_id
+        if state is None:
+            context, caches = new_ids[:, -block_size:], None
+        else:
+            context, caches = torch.cat((state[0], new_ids), dim=1)[:, -block_size:], state[1]
+        if caches is not None and caches[0].seq_len < block_size:
+            h = self.hidden_states(context[:, -1:], caches)  # the newest token, attending to the cache
+        else:
+            # first step, or the context is full: learned positions cannot slide, so recompute
+            # the last block_size tokens (a cache is kept only while it has room to grow)
+            caches = KVCache.for_layers(self.config.n_layer) if context.shape[1] < block_size else None
+            h = self.hidden_states(context, caches)
+        return self.lm_head(h[:, -1, :]), (context, caches)  # (B, vocab_size)
 
     def example_input(self, batch_size: int) -> torch.Tensor:
         T = min(self.config.block_size, 16)
@@ -192,9 +178,6 @@ def gpt(
     num_classes: int | None = None,  # the output size; an LM predicts tokens, so it must be vocab_size
 ) -> GPT:
     """Decoder-only GPT language model (nanoGPT's structure), learned or rotary positions, KV-cached generation."""
-    if num_classes is not None and num_classes != vocab_size:
-        raise ValueError(
-            f"gpt predicts the next token, so num_classes must equal vocab_size; got {num_classes} and {vocab_size}"
-        )
+    check_lm_num_classes("gpt", num_classes, vocab_size)
     config = GPTConfig(vocab_size, block_size, n_layer, n_head, n_embd, dropout, bias, positions, tie_weights)
     return GPT(config)

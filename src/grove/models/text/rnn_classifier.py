@@ -19,10 +19,10 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
-from grove.models.layers.contract import TensorSpec
-from grove.models.layers.heads import fresh_head
-from grove.models.layers.specs import token_spec
-from grove.models.layers.tokens import check_pad_id, example_token_ids
+from grove.models.layers.heads import ReplaceableHead
+from grove.models.layers.inputs import TokenInput
+from grove.models.layers.options import check_choice
+from grove.models.layers.tokens import check_pad_id
 from grove.registry import register_model
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
@@ -34,8 +34,9 @@ def sequence_lengths(idx: torch.Tensor, pad_id: int) -> torch.Tensor:
     return (positions * (idx != pad_id)).amax(dim=1).clamp(min=1)  # (B,)
 
 
-class RNNClassifier(nn.Module):
+class RNNClassifier(TokenInput, ReplaceableHead, nn.Module):
     feature_layer = "rnn"
+    head_layer = "head"
 
     def __init__(
         self,
@@ -50,8 +51,7 @@ class RNNClassifier(nn.Module):
         pad_id: int,
     ):
         super().__init__()
-        if cell not in CELLS:
-            raise ValueError(f"unknown cell '{cell}'; choose one of {', '.join(CELLS)}")
+        check_choice("cell", cell, CELLS)
         check_pad_id(pad_id, vocab_size)
         self.num_classes = num_classes
         self.vocab_size = vocab_size
@@ -80,16 +80,6 @@ class RNNClassifier(nn.Module):
             h = h[0]
         last = h[-self.n_directions :]  # (dirs, B, n_hidden): the last layer
         return last.transpose(0, 1).reshape(B, -1)  # (B, dirs * n_hidden)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.head = fresh_head(self.head, num_classes)
-        self.num_classes = num_classes
-
-    def input_spec(self) -> list[TensorSpec]:
-        return [token_spec()]
-
-    def example_input(self, batch_size: int) -> torch.Tensor:
-        return example_token_ids(batch_size, 16, self.vocab_size, self.pad_id, self.head.weight.device)
 
 
 @register_model(modality="text", family="rnn")

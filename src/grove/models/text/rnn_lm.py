@@ -15,7 +15,8 @@ Forward convention — one model call serves both the model contract and truncat
 `state` is None (zeros) or what the previous call returned: for "lstm" a tuple (h, c), for "gru"
 a tensor h, each (n_layers, B, n_hidden). Carrying it is only right when row b of the next batch
 continues row b of this one (TBPTT batching), and it must be reset (None) when B changes.
-`generate` has gpt's signature and carries the state itself, so it has no context limit.
+`generate` is gpt's (`TokenSampler`, models/layers/tokens.py); it carries the state, so it has no
+context limit.
 
 Contract: the feature layer is `rnn` (its hooked output is the (out, state) pair nn.LSTM/GRU
 return) and `forward_features` returns the top layer's outputs (B, T, n_hidden) before dropout and
@@ -24,15 +25,14 @@ the decoder; `reset_classifier` raises ValueError, since the output is the vocab
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import torch
 from torch import nn
 
 from grove.models.layers.contract import LMOutput, TensorSpec
-from grove.models.layers.heads import reject_lm_reset
+from grove.models.layers.heads import check_lm_num_classes, reject_lm_reset
+from grove.models.layers.options import check_choice
 from grove.models.layers.specs import token_spec
-from grove.models.layers.tokens import sample_next_token
+from grove.models.layers.tokens import TokenSampler
 from grove.registry import register_model
 
 CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
@@ -49,7 +49,7 @@ def detach_state(state: State | None) -> State | None:
     return tuple(s.detach() for s in state)
 
 
-class RNNLanguageModel(nn.Module):
+class RNNLanguageModel(TokenSampler, nn.Module):
     detach_state = staticmethod(detach_state)
     feature_layer = "rnn"
 
@@ -65,8 +65,7 @@ class RNNLanguageModel(nn.Module):
         init_range: float,
     ):
         super().__init__()
-        if cell not in CELLS:
-            raise ValueError(f"unknown cell '{cell}'; choose one of {', '.join(CELLS)}")
+        check_choice("cell", cell, CELLS)
         if tie_weights and n_embd != n_hidden:
             raise ValueError(
                 f"tie_weights shares one matrix, so it needs n_embd == n_hidden; got {n_embd} and {n_hidden}"
@@ -104,25 +103,11 @@ class RNNLanguageModel(nn.Module):
     def input_spec(self) -> list[TensorSpec]:
         return [token_spec()]
 
-    @torch.no_grad()
-    def generate(
-        self,
-        idx: torch.Tensor,
-        max_new_tokens: int,
-        temperature: float = 1.0,
-        top_k: int | None = None,
-        top_p: float | None = None,
-    ) -> Iterator[torch.Tensor]:
-        """Yield max_new_tokens sampled token ids, each (B, 1), continuing idx (B, T).
-
-        The prompt runs once; then each step feeds only the newest token and the carried state.
-        Call model.eval() first, or dropout acts while sampling.
-        """
-        x, state = idx, None
-        for _ in range(max_new_tokens):
-            logits, state = self(x, state, return_state=True)
-            x = sample_next_token(logits[:, -1, :], temperature, top_k, top_p)  # (B, 1)
-            yield x
+    def next_token_logits(self, new_ids: torch.Tensor, state: State | None) -> tuple[torch.Tensor, State]:
+        """For `generate`: the prompt runs once; then each step feeds only the newest token and the
+        carried state."""
+        logits, state = self(new_ids, state, return_state=True)
+        return logits[:, -1, :], state  # (B, vocab_size)
 
     def example_input(self, batch_size: int) -> torch.Tensor:
         return torch.randint(0, self.vocab_size, (batch_size, 16), device=self.decoder.weight.device)
@@ -141,8 +126,5 @@ def lstm_lm(
     num_classes: int | None = None,  # the output size; an LM predicts tokens, so it must be vocab_size
 ) -> RNNLanguageModel:
     """LSTM/GRU language model (Zaremba et al., 2014) with carried state for truncated BPTT, optional tied weights."""
-    if num_classes is not None and num_classes != vocab_size:
-        raise ValueError(
-            f"lstm_lm predicts the next token, so num_classes must equal vocab_size; got {num_classes} and {vocab_size}"
-        )
+    check_lm_num_classes("lstm_lm", num_classes, vocab_size)
     return RNNLanguageModel(vocab_size, n_embd, n_hidden, n_layers, dropout, cell, tie_weights, init_range)

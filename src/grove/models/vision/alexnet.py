@@ -28,9 +28,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from grove.models.layers.contract import TensorSpec
-from grove.models.layers.heads import fresh_head
-from grove.models.layers.specs import image_spec
+from grove.models.layers.heads import ReplaceableHead
+from grove.models.layers.inputs import ImageInput
 from grove.registry import register_model
 
 STEMS = ("imagenet", "small")
@@ -38,8 +37,9 @@ TORCHVISION_POOL = 6  # torchvision's AdaptiveAvgPool2d((6, 6))
 POOL_KERNEL, POOL_STRIDE = 3, 2
 
 
-class AlexNet(nn.Module):
+class AlexNet(ImageInput, ReplaceableHead, nn.Module):
     feature_layer = "features.11"
+    head_layer = "classifier.6"
 
     def __init__(
         self,
@@ -103,6 +103,8 @@ class AlexNet(nn.Module):
         nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")
         nn.init.zeros_(layer.bias)
 
+    init_head = _init_layer  # a fresh head starts as the built one did
+
     @staticmethod
     def _max_pool(side: int) -> tuple[nn.Module, int]:
         """torchvision's 3x3/2 max pool and the side after it, or an Identity where the map is too small."""
@@ -116,19 +118,6 @@ class AlexNet(nn.Module):
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)  # (B, C, S, S) -> (B, 256, 6, 6) at 224x224 with the imagenet stem
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.classifier[6] = fresh_head(self.classifier[6], num_classes)
-        self._init_layer(self.classifier[6])
-        self.num_classes = num_classes
-
-    def input_spec(self) -> list[TensorSpec]:
-        return [image_spec(self.in_channels, self.image_size)]
-
-    def example_input(self, batch_size: int) -> torch.Tensor:
-        w = self.features[0].weight
-        size = (batch_size, self.in_channels, self.image_size, self.image_size)
-        return torch.randn(size, device=w.device, dtype=w.dtype)
 
 
 @register_model(modality="image", family="cnn")

@@ -19,9 +19,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from grove.models.layers.contract import TensorSpec
-from grove.models.layers.heads import fresh_head
-from grove.models.layers.specs import image_spec
+from grove.models.layers.heads import ReplaceableHead
+from grove.models.layers.inputs import ImageInput
 from grove.registry import register_model
 
 WHITEN_KERNEL = 2
@@ -55,8 +54,9 @@ class ConvGroup(nn.Module):
         return F.gelu(self.norm2(self.conv2(x)))
 
 
-class FastNet(nn.Module):
+class FastNet(ImageInput, ReplaceableHead, nn.Module):
     feature_layer = "groups"
+    head_layer = "head"
 
     def __init__(
         self, num_classes: int, in_channels: int, image_size: int, widths: Sequence[int], tta: bool
@@ -116,18 +116,6 @@ class FastNet(nn.Module):
         # one pass over both views: eval-mode norms use running stats, so batching them is exact
         both = self.logits(torch.cat([x, x.flip(-1)]))  # (2B, num_classes)
         return both.view(2, len(x), -1).mean(0)  # (B, num_classes)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.head = fresh_head(self.head, num_classes)
-        self.num_classes = num_classes
-
-    def input_spec(self) -> list[TensorSpec]:
-        return [image_spec(self.in_channels, self.image_size)]
-
-    def example_input(self, batch_size: int) -> torch.Tensor:
-        w = self.head.weight
-        size = (batch_size, self.in_channels, self.image_size, self.image_size)
-        return torch.randn(size, device=w.device, dtype=w.dtype)
 
 
 @register_model(modality="image", family="cnn")

@@ -12,14 +12,15 @@ before the average pool, and `reset_classifier` replaces `fc`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from grove.models.layers.contract import TensorSpec
-from grove.models.layers.heads import fresh_head
-from grove.models.layers.specs import image_spec
-from grove.registry import register_model
+from grove.models.layers.heads import ReplaceableHead
+from grove.models.layers.inputs import ImageInput
+from grove.models.layers.variants import register_variants
 
 STEMS = ("imagenet", "cifar")
 
@@ -88,8 +89,9 @@ def make_stage(block: type, inplanes: int, planes: int, blocks: int, stride: int
     return nn.Sequential(*layers)
 
 
-class ResNet(nn.Module):
+class ResNet(ImageInput, ReplaceableHead, nn.Module):
     feature_layer = "layer4"
+    head_layer = "fc"
 
     def __init__(
         self,
@@ -148,59 +150,39 @@ class ResNet(nn.Module):
         x = self.layer3(x)  # (B, 256e, H/16, W/16)
         return self.layer4(x)  # (B, 512e, H/32, W/32)
 
-    def reset_classifier(self, num_classes: int) -> None:
-        self.fc = fresh_head(self.fc, num_classes)
-        self.num_classes = num_classes
 
-    def input_spec(self) -> list[TensorSpec]:
-        return [image_spec(self.in_channels, self.image_size)]
+def resnet_builder(block: type, layers: tuple[int, int, int, int]) -> Callable[..., ResNet]:
+    """The registered builder of one ResNet depth: four stages of `block`s, layers[i] of them in stage i."""
 
-    def example_input(self, batch_size: int) -> torch.Tensor:
-        w = self.conv1.weight
-        size = (batch_size, self.in_channels, self.image_size, self.image_size)
-        return torch.randn(size, device=w.device, dtype=w.dtype)
+    def build(
+        num_classes: int = 1000,  # ImageNet's, so torchvision checkpoints load as they are
+        in_channels: int = 3,  # RGB
+        # None: 224 for the imagenet stem, 32 for the cifar stem (it only sizes example_input;
+        # the adaptive average pool takes any size)
+        image_size: int | None = None,
+        stem: str = "imagenet",  # torchvision's; "cifar" for 32x32 images
+        zero_init_residual: bool = False,  # torchvision's default
+    ) -> ResNet:
+        return ResNet(block, layers, num_classes, in_channels, image_size, stem, zero_init_residual)
 
-
-# Defaults shared by the factories:
-#   num_classes=1000          ImageNet's, so torchvision checkpoints load as they are
-#   in_channels=3             RGB
-#   image_size=None           224 for the imagenet stem, 32 for the cifar stem (only sizes
-#                             example_input; the adaptive average pool takes any size)
-#   stem="imagenet"           torchvision's; "cifar" for 32x32 images
-#   zero_init_residual=False  torchvision's default
+    return build
 
 
-@register_model(modality="image", family="cnn")
-def resnet18(
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    image_size: int | None = None,
-    stem: str = "imagenet",
-    zero_init_residual: bool = False,
-) -> ResNet:
-    """ResNet-18 (11.7M params at 1000 classes), torchvision names; stem="cifar" for 32x32 images."""
-    return ResNet(BasicBlock, (2, 2, 2, 2), num_classes, in_channels, image_size, stem, zero_init_residual)
-
-
-@register_model(modality="image", family="cnn")
-def resnet34(
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    image_size: int | None = None,
-    stem: str = "imagenet",
-    zero_init_residual: bool = False,
-) -> ResNet:
-    """ResNet-34 (21.8M params at 1000 classes), torchvision names; stem="cifar" for 32x32 images."""
-    return ResNet(BasicBlock, (3, 4, 6, 3), num_classes, in_channels, image_size, stem, zero_init_residual)
-
-
-@register_model(modality="image", family="cnn")
-def resnet50(
-    num_classes: int = 1000,
-    in_channels: int = 3,
-    image_size: int | None = None,
-    stem: str = "imagenet",
-    zero_init_residual: bool = False,
-) -> ResNet:
-    """ResNet-50 v1.5 (25.6M params at 1000 classes), torchvision names; stem="cifar" for 32x32."""
-    return ResNet(Bottleneck, (3, 4, 6, 3), num_classes, in_channels, image_size, stem, zero_init_residual)
+register_variants(
+    {
+        "resnet18": (
+            resnet_builder(BasicBlock, (2, 2, 2, 2)),
+            'ResNet-18 (11.7M params at 1000 classes), torchvision names; stem="cifar" for 32x32 images.',
+        ),
+        "resnet34": (
+            resnet_builder(BasicBlock, (3, 4, 6, 3)),
+            'ResNet-34 (21.8M params at 1000 classes), torchvision names; stem="cifar" for 32x32 images.',
+        ),
+        "resnet50": (
+            resnet_builder(Bottleneck, (3, 4, 6, 3)),
+            'ResNet-50 v1.5 (25.6M params at 1000 classes), torchvision names; stem="cifar" for 32x32.',
+        ),
+    },
+    modality="image",
+    family="cnn",
+)

@@ -16,14 +16,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from grove.models.layers.contract import TensorSpec
-from grove.models.layers.heads import fresh_head
-from grove.models.layers.specs import image_spec
+from grove.models.layers.heads import ReplaceableHead
+from grove.models.layers.inputs import ImageInput
 from grove.registry import register_model
 
 
-class SeedCNN(nn.Module):
+class SeedCNN(ImageInput, ReplaceableHead, nn.Module):
     feature_layer = "conv2"
+    head_layer = "fc2"
 
     def __init__(self, num_classes: int, in_channels: int, image_size: int, dropout: float):
         super().__init__()
@@ -49,18 +49,6 @@ class SeedCNN(nn.Module):
         # x: (B, C, S, S)
         x = self.pool(F.relu(self.conv1(x)))  # (B, 32, S/2, S/2)
         return self.pool(F.relu(self.conv2(x)))  # (B, 64, S/4, S/4)
-
-    def reset_classifier(self, num_classes: int) -> None:
-        self.fc2 = fresh_head(self.fc2, num_classes)
-        self.num_classes = num_classes
-
-    def input_spec(self) -> list[TensorSpec]:
-        return [image_spec(self.in_channels, self.image_size)]
-
-    def example_input(self, batch_size: int) -> torch.Tensor:
-        w = self.conv1.weight
-        size = (batch_size, self.in_channels, self.image_size, self.image_size)
-        return torch.randn(size, device=w.device, dtype=w.dtype)
 
 
 @register_model(modality="image", family="cnn")

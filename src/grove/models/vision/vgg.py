@@ -21,13 +21,14 @@ average pool; `reset_classifier` replaces classifier.6.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 
-from grove.models.layers.contract import TensorSpec
-from grove.models.layers.heads import fresh_head
-from grove.models.layers.specs import image_spec
-from grove.registry import register_model
+from grove.models.layers.heads import ReplaceableHead
+from grove.models.layers.inputs import ImageInput
+from grove.models.layers.variants import register_variants
 
 # torchvision's configurations: conv widths, "M" = 2x2 max pool
 CONFIGS: dict[str, list[int | str]] = {
@@ -61,7 +62,9 @@ def make_features(config: list[int | str], in_channels: int, image_size: int, ba
     return nn.Sequential(*layers), side
 
 
-class VGG(nn.Module):
+class VGG(ImageInput, ReplaceableHead, nn.Module):
+    head_layer = "classifier.6"
+
     def __init__(
         self,
         config: list[int | str],
@@ -108,6 +111,8 @@ class VGG(nn.Module):
         nn.init.normal_(layer.weight, 0, 0.01)
         nn.init.zeros_(layer.bias)
 
+    init_head = _init_linear  # a fresh head starts as the built one did
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.avgpool(self.forward_features(x)).flatten(1)  # (B, 512 * p * p)
         return self.classifier(x)  # (B, num_classes)
@@ -115,78 +120,50 @@ class VGG(nn.Module):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.features(x)  # (B, C, S, S) -> (B, 512, S/32, S/32) when all five pools act
 
-    def reset_classifier(self, num_classes: int) -> None:
-        self.classifier[6] = fresh_head(self.classifier[6], num_classes)
-        self._init_linear(self.classifier[6])
-        self.num_classes = num_classes
 
-    def input_spec(self) -> list[TensorSpec]:
-        return [image_spec(self.in_channels, self.image_size)]
+def vgg_builder(config: str, batch_norm: bool) -> Callable[..., VGG]:
+    """The registered builder of one VGG: torchvision's configuration `config`, with or without batch norm."""
 
-    def example_input(self, batch_size: int) -> torch.Tensor:
-        w = self.features[0].weight
-        size = (batch_size, self.in_channels, self.image_size, self.image_size)
-        return torch.randn(size, device=w.device, dtype=w.dtype)
+    def build(
+        num_classes: int = 1000,  # ImageNet's, so torchvision checkpoints load as they are
+        in_channels: int = 3,  # RGB
+        image_size: int = 224,  # torchvision's training crop; smaller images drop the pools they cannot take
+        pool_size: int | None = None,  # min(7, final map side); 7 keeps torchvision's classifier.0 at any size
+        hidden: int = 4096,  # torchvision's classifier width; 512 is the usual CIFAR choice
+        dropout: float = 0.5,  # torchvision's, after both hidden layers
+    ) -> VGG:
+        return VGG(CONFIGS[config], batch_norm, num_classes, in_channels, image_size, pool_size, hidden, dropout)
 
-
-# Defaults shared by the factories:
-#   num_classes=1000   ImageNet's, so torchvision checkpoints load as they are
-#   in_channels=3      RGB
-#   image_size=224     torchvision's training crop; smaller images drop the pools they cannot take
-#   pool_size=None     min(7, final map side); 7 keeps torchvision's classifier.0 at any size
-#   hidden=4096        torchvision's classifier width; 512 is the usual CIFAR choice
-#   dropout=0.5        torchvision's, after both hidden layers
+    return build
 
 
-@register_model(modality="image", family="cnn")
-def vgg11(
-    num_classes: int = 1000, in_channels: int = 3, image_size: int = 224, pool_size: int | None = None,
-    hidden: int = 4096, dropout: float = 0.5,
-) -> VGG:
-    """VGG-11 (configuration A, 132.9M params at 1000 classes), torchvision names; adapts to small images."""
-    return VGG(CONFIGS["A"], False, num_classes, in_channels, image_size, pool_size, hidden, dropout)
-
-
-@register_model(modality="image", family="cnn")
-def vgg11_bn(
-    num_classes: int = 1000, in_channels: int = 3, image_size: int = 224, pool_size: int | None = None,
-    hidden: int = 4096, dropout: float = 0.5,
-) -> VGG:
-    """VGG-11 with batch norm after every conv, torchvision names; adapts to small images."""
-    return VGG(CONFIGS["A"], True, num_classes, in_channels, image_size, pool_size, hidden, dropout)
-
-
-@register_model(modality="image", family="cnn")
-def vgg13(
-    num_classes: int = 1000, in_channels: int = 3, image_size: int = 224, pool_size: int | None = None,
-    hidden: int = 4096, dropout: float = 0.5,
-) -> VGG:
-    """VGG-13 (configuration B, 133.0M params at 1000 classes), torchvision names; adapts to small images."""
-    return VGG(CONFIGS["B"], False, num_classes, in_channels, image_size, pool_size, hidden, dropout)
-
-
-@register_model(modality="image", family="cnn")
-def vgg13_bn(
-    num_classes: int = 1000, in_channels: int = 3, image_size: int = 224, pool_size: int | None = None,
-    hidden: int = 4096, dropout: float = 0.5,
-) -> VGG:
-    """VGG-13 with batch norm after every conv, torchvision names; adapts to small images."""
-    return VGG(CONFIGS["B"], True, num_classes, in_channels, image_size, pool_size, hidden, dropout)
-
-
-@register_model(modality="image", family="cnn")
-def vgg16(
-    num_classes: int = 1000, in_channels: int = 3, image_size: int = 224, pool_size: int | None = None,
-    hidden: int = 4096, dropout: float = 0.5,
-) -> VGG:
-    """VGG-16 (configuration D, 138.4M params at 1000 classes), torchvision names; adapts to small images."""
-    return VGG(CONFIGS["D"], False, num_classes, in_channels, image_size, pool_size, hidden, dropout)
-
-
-@register_model(modality="image", family="cnn")
-def vgg16_bn(
-    num_classes: int = 1000, in_channels: int = 3, image_size: int = 224, pool_size: int | None = None,
-    hidden: int = 4096, dropout: float = 0.5,
-) -> VGG:
-    """VGG-16 with batch norm after every conv, torchvision names; adapts to small images."""
-    return VGG(CONFIGS["D"], True, num_classes, in_channels, image_size, pool_size, hidden, dropout)
+register_variants(
+    {
+        "vgg11": (
+            vgg_builder("A", False),
+            "VGG-11 (configuration A, 132.9M params at 1000 classes), torchvision names; adapts to small images.",
+        ),
+        "vgg11_bn": (
+            vgg_builder("A", True),
+            "VGG-11 with batch norm after every conv, torchvision names; adapts to small images.",
+        ),
+        "vgg13": (
+            vgg_builder("B", False),
+            "VGG-13 (configuration B, 133.0M params at 1000 classes), torchvision names; adapts to small images.",
+        ),
+        "vgg13_bn": (
+            vgg_builder("B", True),
+            "VGG-13 with batch norm after every conv, torchvision names; adapts to small images.",
+        ),
+        "vgg16": (
+            vgg_builder("D", False),
+            "VGG-16 (configuration D, 138.4M params at 1000 classes), torchvision names; adapts to small images.",
+        ),
+        "vgg16_bn": (
+            vgg_builder("D", True),
+            "VGG-16 with batch norm after every conv, torchvision names; adapts to small images.",
+        ),
+    },
+    modality="image",
+    family="cnn",
+)

@@ -22,16 +22,18 @@ all tokens (B, N+1, dim) before pooling; `reset_classifier` replaces `head`.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from grove.models.layers.attention import TransformerBlock
-from grove.models.layers.contract import TensorSpec
-from grove.models.layers.heads import fresh_head
+from grove.models.layers.heads import ReplaceableHead
+from grove.models.layers.inputs import ImageInput
+from grove.models.layers.options import check_choice
 from grove.models.layers.positions import LearnedPositions
-from grove.models.layers.specs import image_spec
+from grove.models.layers.variants import register_variants
 from grove.registry import register_model
 
 POOLS = ("cls", "mean")
@@ -76,13 +78,13 @@ class ViTConfig:
     pos_init_std: float
 
 
-class VisionTransformer(nn.Module):
+class VisionTransformer(ImageInput, ReplaceableHead, nn.Module):
     feature_layer = "norm"
+    head_layer = "head"
 
     def __init__(self, config: ViTConfig, num_classes: int):
         super().__init__()
-        if config.pool not in POOLS:
-            raise ValueError(f"unknown pool '{config.pool}'; choose one of {', '.join(POOLS)}")
+        check_choice("pool", config.pool, POOLS)
         self.config = config
         self.num_classes = num_classes
         self.in_channels = config.in_channels
@@ -110,6 +112,8 @@ class VisionTransformer(nn.Module):
             nn.init.trunc_normal_(module.weight, std=0.02)
             if module.bias is not None:
                 nn.init.zeros_(module.bias)
+
+    init_head = _init_linear  # a fresh head starts as the built one did
 
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
         """The input to the first block: class token + patch tokens, with positions (B, N+1, dim)."""
@@ -142,19 +146,6 @@ class VisionTransformer(nn.Module):
             h = block(h)
         return maps
 
-    def reset_classifier(self, num_classes: int) -> None:
-        self.head = fresh_head(self.head, num_classes)
-        self._init_linear(self.head)
-        self.num_classes = num_classes
-
-    def input_spec(self) -> list[TensorSpec]:
-        return [image_spec(self.in_channels, self.image_size)]
-
-    def example_input(self, batch_size: int) -> torch.Tensor:
-        w = self.patch_embed.proj.weight
-        size = (batch_size, self.in_channels, self.image_size, self.image_size)
-        return torch.randn(size, device=w.device, dtype=w.dtype)
-
 
 @register_model(modality="image", family="transformer")
 def vit(
@@ -178,29 +169,34 @@ def vit(
     return VisionTransformer(config, num_classes)
 
 
-@register_model(modality="image", family="transformer")
-def vit_tiny(
-    num_classes: int = 1000,  # ImageNet's
-    in_channels: int = 3,
-    image_size: int = 224,  # the paper's ImageNet resolution
-    patch_size: int = 16,  # ViT-Ti/16: 14x14 = 196 patches at 224
-    dropout: float = 0.0,
-    pool: str = "cls",
-) -> VisionTransformer:
-    """ViT-Tiny/16 (DeiT-Ti: 192 wide, 12 blocks, 3 heads; 5.7M params at 1000 classes), timm-like names."""
-    config = ViTConfig(image_size, patch_size, in_channels, 192, 12, 3, 4, dropout, pool, 0.02)
-    return VisionTransformer(config, num_classes)
+def deit_builder(dim: int, heads: int) -> Callable[..., VisionTransformer]:
+    """The registered builder of one DeiT size: `dim` wide, 12 blocks of `heads` heads, 16x16 patches at 224."""
+
+    def build(
+        num_classes: int = 1000,  # ImageNet's
+        in_channels: int = 3,
+        image_size: int = 224,  # the paper's ImageNet resolution
+        patch_size: int = 16,  # /16: 14x14 = 196 patches at 224
+        dropout: float = 0.0,
+        pool: str = "cls",
+    ) -> VisionTransformer:
+        config = ViTConfig(image_size, patch_size, in_channels, dim, 12, heads, 4, dropout, pool, 0.02)
+        return VisionTransformer(config, num_classes)
+
+    return build
 
 
-@register_model(modality="image", family="transformer")
-def vit_small(
-    num_classes: int = 1000,  # ImageNet's
-    in_channels: int = 3,
-    image_size: int = 224,  # the paper's ImageNet resolution
-    patch_size: int = 16,  # ViT-S/16: 14x14 = 196 patches at 224
-    dropout: float = 0.0,
-    pool: str = "cls",
-) -> VisionTransformer:
-    """ViT-Small/16 (DeiT-S: 384 wide, 12 blocks, 6 heads; 22.1M params at 1000 classes), timm-like names."""
-    config = ViTConfig(image_size, patch_size, in_channels, 384, 12, 6, 4, dropout, pool, 0.02)
-    return VisionTransformer(config, num_classes)
+register_variants(
+    {
+        "vit_tiny": (
+            deit_builder(192, 3),
+            "ViT-Tiny/16 (DeiT-Ti: 192 wide, 12 blocks, 3 heads; 5.7M params at 1000 classes), timm-like names.",
+        ),
+        "vit_small": (
+            deit_builder(384, 6),
+            "ViT-Small/16 (DeiT-S: 384 wide, 12 blocks, 6 heads; 22.1M params at 1000 classes), timm-like names.",
+        ),
+    },
+    modality="image",
+    family="transformer",
+)
