@@ -7,7 +7,6 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import only_run_dir
 from grove.config import load_recipe
 from grove.engine.loop import train
 from grove.errors import GroveError

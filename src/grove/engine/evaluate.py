@@ -10,7 +10,6 @@ import torch
 from grove.data.loader import BatchLoader
 from grove.engine.logging import plot_confusion, plot_curves
 from grove.engine.precision import Speed
-from grove.errors import GroveError
 from grove.models.utils import load_weights
 from grove.registry import MODELS
 from grove.rundir import SUMMARY, RunDir, load_run
