@@ -191,7 +191,8 @@ class Trainer:
         self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
-        self.task.load_state_dict(state["task"][self.procs.rank], self.device)
+        if state["task"]:  # None in checkpoints of stateless tasks written before the Task protocol
+            self.task.load_state_dict(state["task"][self.procs.rank], self.device)
         rng = state["rng"][self.procs.rank]
         torch.set_rng_state(rng["cpu"])
         if "cuda" in rng and self.device.type == "cuda":
