@@ -21,7 +21,6 @@ import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
@@ -30,6 +29,7 @@ from pathlib import Path
 import torch
 
 from grove.errors import GroveError
+from grove.files import atomic_write
 from grove.registry import create_model
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -160,16 +160,8 @@ def write_probe_cache(path: Path, key: str, entry: dict) -> None:
     """Add one result, atomically (temp file + os.replace), so a reader never sees half a file.
     A cache that cannot be written costs a probe per run, nothing more."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
         entries = {**read_probe_cache(path), key: entry}  # re-read: another run may have added one
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(entries, f, indent=1, sort_keys=True)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
+        atomic_write(path, json.dumps(entries, indent=1, sort_keys=True))
     except OSError:
         pass
 
