@@ -560,3 +560,15 @@ def test_sentiment_demo_test_split_generates_only_test(tmp_path, monkeypatch):
     assert test.files == full.files and test.meta == full.meta and test.classes == full.classes == ["0", "1"]
     flipped = sentiment_demo(**options, splits=["test"], saved_dir=folder, classes=["1", "0"])
     assert flipped.test.labels == [1 - label for label in full.test.labels]
+
+
+def test_a_missing_default_validation_file_says_how_to_name_one(tmp_path):
+    (tmp_path / "train.csv").write_text("text,label\ngood film,1\nbad film,0\n")
+    with pytest.raises(GroveError, match=r"dev.csv is the default name\): name yours with data.val=FILE"):
+        text_classification(root=str(tmp_path))
+
+
+def test_a_file_as_the_corpus_root_says_it_wants_a_folder(tmp_path):
+    (tmp_path / "corpus.txt").write_text("some text " * 100)
+    with pytest.raises(GroveError, match="is a file: tiny_shakespeare reads input.txt from the folder"):
+        tiny_shakespeare(root=str(tmp_path / "corpus.txt"))

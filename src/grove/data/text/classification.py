@@ -105,6 +105,9 @@ def text_classification(
     if not val:
         raise GroveError("text_classification needs a val file: set data.val")
     folder = Path(root).expanduser() if root else Path(".")
+    if val == "dev.csv" and not (folder / val).exists() and (splits is None or "val" in splits):
+        raise GroveError(f"no validation file {folder / val} (dev.csv is the default name): "
+                         "name yours with data.val=FILE, relative to data.root")
 
     def reader(name: str):
         return lambda: _read_rows(folder / name, format, text_field, label_field)

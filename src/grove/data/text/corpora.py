@@ -148,6 +148,8 @@ def tiny_shakespeare(
     whichever `splits` are asked for (where the cut falls depends on its length).
     """
     folder = Path(root).expanduser() if root else data_dir() / "tiny_shakespeare"
+    if folder.is_file():
+        raise GroveError(f"data.root={root} is a file: tiny_shakespeare reads input.txt from the folder data.root names")
     path = folder / "input.txt"
     if not path.exists():
         fetch(TINY_SHAKESPEARE_URL, path, md5=TINY_SHAKESPEARE_MD5, what="Tiny Shakespeare's input.txt")
