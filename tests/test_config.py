@@ -34,9 +34,9 @@ def test_a_user_yaml_file_works(tmp_path):
     [
         (["train.epoch=3"], "unknown recipe key 'train.epoch' (did you mean 'epochs'?)"),
         (["trian.epochs=3"], "unknown recipe key 'trian' (did you mean 'train'?)"),
-        (["train.epochs=ten"], "recipe key 'train.epochs': Input should be a valid integer"),
-        (["train.epochs=0"], "recipe key 'train.epochs': Input should be greater than 0"),
-        (["optim.name=adam"], "recipe key 'optim.name': Input should be 'sgd' or 'adamw'"),
+        (["train.epochs=ten"], "recipe key 'train.epochs': input should be a valid integer"),
+        (["train.epochs=0"], "recipe key 'train.epochs': input should be greater than 0"),
+        (["optim.name=adam"], "recipe key 'optim.name': input should be 'sgd' or 'adamw'"),
         (["model.name=resnet19"], "unknown model 'resnet19' (did you mean 'resnet18'?)"),
         (["model.dropuot=0.1"], "unknown recipe key 'model.dropuot' (did you mean 'dropout'?)"),
         (["data.name=digit"], "unknown dataset 'digit' (did you mean 'digits'?)"),

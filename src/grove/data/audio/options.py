@@ -121,7 +121,7 @@ def _parse(section: str, raw: Mapping[str, Any] | None, defaults: Options, examp
     except ValidationError as err:
         error = err.errors()[0]
         key = ".".join(str(part) for part in error["loc"][:1])
-        raise GroveError(f"recipe key '{section}.{key}': {error['msg']} (got {raw.get(key)!r})") from None
+        raise GroveError(f"recipe key '{section}.{key}': {error['msg'][0].lower()}{error['msg'][1:]} (got {raw.get(key)!r})") from None
 
 
 def as_dict(options: FeatureOptions | AugmentOptions) -> dict:
