@@ -50,3 +50,20 @@ def test_a_prompt_with_an_unknown_character_is_one_line(gpt_run):
     assert result.returncode == 2 and result.stdout == ""  # not even the prompt
     assert result.stderr.startswith("error: ") and result.stderr.strip().count("\n") == 0, result.stderr
     assert "'~'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_word_level_generation_keeps_the_space_before_the_first_new_word(tmp_path):
+    import grove
+
+    corpus = tmp_path / "corpus"
+    corpus.mkdir()
+    (corpus / "input.txt").write_text(TEXT)
+    recipe, name = load_recipe("shakespeare-char-gpt", [
+        f"data.root={corpus}", f"run.dir={tmp_path / 'runs'}", "data.tokenizer=word", "model.n_layer=1",
+        "model.n_head=2", "model.n_embd=16", "data.block_size=8", "data.batch_size=8", "train.max_steps=2",
+        "train.precision=fp32",
+    ])
+    run = train(recipe, name)["run"]
+    pieces = list(grove.load(run).generate("hear me", max_new_tokens=6, temperature=0, seed=0))
+    words = [p for p in pieces if p.strip()]
+    assert words and all(p[0] in " \n" for p in words), pieces  # "hear me speak", never "hear mespeak"
