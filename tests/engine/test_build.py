@@ -27,3 +27,13 @@ def test_weights_whose_body_differs_are_one_line_naming_the_tensor(tmp_path):
     save_file(weights_of(create_model("seed_cnn", in_channels=1, image_size=8)), tmp_path / "w.safetensors")
     with pytest.raises(GroveError, match=r"fc1.weight is \(128, 256\) in the weights but \(128, 1024\)"):
         load_pretrained(create_model("seed_cnn", in_channels=1, image_size=16), str(tmp_path / "w.safetensors"))
+
+
+def test_loading_weights_leaves_the_random_stream_alone(tmp_path):
+    save_file(weights_of(create_model("seed_cnn", in_channels=1, image_size=8)), tmp_path / "w.safetensors")
+    model = create_model("seed_cnn", in_channels=1, image_size=8)
+    torch.manual_seed(1)
+    expected = torch.rand(3)
+    torch.manual_seed(1)
+    load_pretrained(model, str(tmp_path / "w.safetensors"))
+    assert torch.equal(torch.rand(3), expected)

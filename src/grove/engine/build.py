@@ -130,7 +130,8 @@ def _head_names(model: nn.Module) -> set[str]:
     """State-dict names of the output layer: the ones `reset_classifier` replaces."""
     before = {name: id(t) for name, t in model.state_dict(keep_vars=True).items()}
     try:
-        model.reset_classifier(model.num_classes)
+        with torch.random.fork_rng(devices=[]):  # finding the head must not move the run's random stream
+            model.reset_classifier(model.num_classes)
     except ValueError:  # language models: their output is the vocabulary, not a head
         return set()
     return {name for name, t in model.state_dict(keep_vars=True).items() if before.get(name) != id(t)}
