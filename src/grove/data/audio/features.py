@@ -174,12 +174,14 @@ class AudioTransform:
         return feats if lengths is None else {"features": feats, "lengths": frames}
 
     def _extractor(self, device) -> nn.Module:
-        if device not in self._extractors:
+        if device not in self._extractors or torch.compiler.is_exporting():
             n_mels, n_mfcc = self.features.n_mels, self.features.n_mfcc
             if n_mfcc:
                 module = MFCC(n_mfcc, self.sample_rate, self.n_fft, self.hop, n_mels)
             else:
                 module = LogMel(self.sample_rate, self.n_fft, self.hop, n_mels)
+            if torch.compiler.is_exporting():  # the tracer's tensors must not stay in the cache
+                return module.to(device)
             self._extractors[device] = module.to(device)
         return self._extractors[device]
 
