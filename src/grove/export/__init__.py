@@ -112,39 +112,49 @@ def _example(spec: GraphSpec, inputs: list[torch.Tensor]) -> tuple:
 # -- tracing -----------------------------------------------------------------------------------
 def _export(spec: GraphSpec, example: tuple, path: Path, format: str) -> int | None:
     """Traces the wrapper with dynamic axes; returns the ONNX opset (None for pt2)."""
-    shapes = dynamic_shapes(spec, example)
+    from grove.models.layers.rnn import rnn_export_decompositions
+
     module = spec.module.eval()
     try:
-        if format == "pt2":
-            program = torch.export.export(module, example, dynamic_shapes=shapes)
-            torch.export.save(program, str(path))
-            return None
-        program = torch.onnx.export(module, example, dynamo=True, dynamic_shapes=shapes, input_names=spec.input_names,
-                                    output_names=spec.output_names, verbose=False, optimize=True)
+        with rnn_export_decompositions():  # RNNs traced once, not step by step (see there)
+            return _trace(module, spec, example, path, format)
     except ImportError as err:
         raise GroveError(f"ONNX export needs onnx and onnxscript ({err}): pip install 'grove[deploy]'") from None
     except Exception as err:  # torch.export reports an untraceable construct as any of many types
         raise GroveError(f"the model cannot be exported to {format}: {_first_line(err)}") from None
+
+
+def _trace(module, spec: GraphSpec, example: tuple, path: Path, format: str) -> int | None:
+    if format == "pt2":
+        program = _torch_export(module, example, dynamic_shapes(spec))
+        torch.export.save(program, str(path))
+        return None
+    program = torch.onnx.export(module, example, dynamo=True, dynamic_shapes=dynamic_shapes(spec),
+                                input_names=spec.input_names, output_names=spec.output_names, verbose=False,
+                                optimize=True)
     program.save(str(path))
     return max((o.version for o in program.model_proto.opset_import if o.domain in ("", "ai.onnx")), default=None)
 
 
+def _torch_export(module, example: tuple, shapes: tuple) -> torch.export.ExportedProgram:
+    """torch.export as the ONNX exporter calls it: sizes 0 and 1 stay dynamic (an empty cache),
+    and the model's own size checks (a GPT's past + tokens <= block_size) refine the declared axes."""
+    with torch.fx.experimental._config.patch(backed_size_oblivious=True):
+        try:
+            return torch.export.export(module, example, dynamic_shapes=shapes, strict=False,
+                                       prefer_deferred_runtime_asserts_over_guards=True)
+        except torch._dynamo.exc.UserError as err:
+            refined = torch.export.dynamic_shapes.refine_dynamic_shapes_from_suggested_fixes(err.msg, shapes)
+            return torch.export.export(module, example, dynamic_shapes=refined, strict=False,
+                                       prefer_deferred_runtime_asserts_over_guards=True)
+
+
 def _runner(path: Path, format: str, spec: GraphSpec, threads: int | None):
-    """The exported graph as a function of numpy inputs, the way the runtime runs it."""
-    if format == "pt2":
-        module = torch.export.load(str(path)).module()
-        return lambda arrays: [t.numpy() for t in _tuple(module(*map(torch.from_numpy, arrays)))]
-    import onnxruntime as ort
+    """The exported graph as a function of numpy inputs, run the way the runtime runs it."""
+    from grove.runtime.session import open_session
 
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    return lambda arrays: session.run(None, dict(zip(spec.input_names, arrays)))
-
-
-def _tuple(out) -> tuple:
-    return tuple(out) if isinstance(out, (tuple, list)) else (out,)
+    session = open_session(path, format, threads)
+    return lambda arrays: session.run(dict(zip(spec.input_names, arrays)))
 
 
 @contextmanager
@@ -319,5 +329,7 @@ def _int8_warnings(before: dict, after: dict) -> list[str]:
 
 
 def _first_line(err: BaseException) -> str:
+    while err.__cause__ is not None:  # the exporter wraps torch.export's own words in its advice
+        err = err.__cause__
     lines = [line for line in str(err).strip().splitlines() if line.strip()]
     return lines[0][:300] if lines else type(err).__name__

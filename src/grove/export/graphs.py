@@ -83,8 +83,9 @@ class RNNStateLM(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids, *state):
-        logits, new = self.model(input_ids, state[0] if len(state) == 1 else state, return_state=True)
+    def forward(self, input_ids, state_h, state_c=None):
+        state = state_h if state_c is None else (state_h, state_c)  # GRU: h alone
+        logits, new = self.model(input_ids, state, return_state=True)
         return (logits, new) if isinstance(new, torch.Tensor) else (logits, *new)
 
 
@@ -135,11 +136,10 @@ def empty_state(spec: GraphSpec, batch: int) -> list[torch.Tensor]:
     return [torch.zeros(g["n_layer"], batch, g["hidden"]) for _ in spec.input_names[1:]]
 
 
-def dynamic_shapes(spec: GraphSpec, example: tuple) -> tuple:
-    """torch.export's dynamic_shapes: one Dim object per axis name, so inputs sharing "batch" share it.
-
-    An axis whose example size is 0 or 1 would be specialised by torch.export, so examples are
-    chosen larger; the past of a cache may be 0 (min=0)."""
+def dynamic_shapes(spec: GraphSpec) -> tuple:
+    """torch.export's dynamic_shapes: one Dim per axis name, so inputs sharing "batch" share it and
+    the ONNX graph names its axes; the past of a cache may be 0 (min=0). torch.export specialises
+    an axis whose example size is 0 or 1, so examples are chosen larger."""
     dims: dict[str, Dim] = {}
     for name in {axis for axes in spec.dynamic for axis in axes.values()}:
         dims[name] = Dim(name, min=0) if name == "past" else Dim(name)

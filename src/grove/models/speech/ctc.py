@@ -7,8 +7,9 @@
 Each model subsamples time (T' ~ T / subsample) with strided convolutions, so every later layer
 runs on fewer frames; `out_lengths` follows from the conv arithmetic. Frames past an utterance's
 length never reach its valid frames: they are zeroed before every convolution, left out of the
-RNN by packing, and masked out of attention. So, in eval mode, padding an utterance more does not
-change its valid log-probs (tests check this).
+RNN by packing (under torch.export, by per-direction runs that match it: `run_rnn` in
+models/layers/rnn.py), and masked out of attention. So, in eval mode, padding an utterance more
+does not change its valid log-probs (tests check this).
 
 - `conv_rnn_ctc`: a small DeepSpeech2 (Amodei et al., 2016): 2-D conv front-end, bidirectional
   LSTM/GRU, linear to characters.
@@ -18,8 +19,8 @@ change its valid log-probs (tests check this).
 Contract: inputs are features (batch, in_features, "time") and lengths ("batch",) int64;
 `example_input` gives the features alone (every frame valid). `forward_features(features,
 lengths)` returns the encoder output (B, T', D) before the output layer (its valid frames are the
-out_lengths forward returns); the feature layer is `rnn` for conv_rnn_ctc (hooked output: the
-(PackedSequence, state) pair) and the final `norm` for transformer_ctc (an Identity after
+out_lengths forward returns); the feature layer is `rnn` for conv_rnn_ctc (hooked output, in eager
+mode: the (PackedSequence, state) pair) and the final `norm` for transformer_ctc (an Identity after
 Conformer blocks, which end in their own LayerNorm). `reset_classifier` replaces `fc`; the blank
 stays class 0.
 """
@@ -34,6 +35,7 @@ from grove.models.layers.attention import MLP, MultiHeadAttention, TransformerBl
 from grove.models.layers.contract import CTCOutput, TensorSpec
 from grove.models.layers.heads import ReplaceableHead
 from grove.models.layers.inputs import FeatureInput
+from grove.models.layers.rnn import run_rnn
 from grove.models.layers.specs import lengths_spec
 from grove.registry import register_model
 
@@ -142,10 +144,9 @@ class ConvRNNCTC(_CTCModel):
 
     def encode(self, features: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x, out_lengths = self.frontend(features, lengths)  # (B, T', C*F')
-        # Packing keeps padding out of the backward direction; it needs the lengths on the host.
-        packed = nn.utils.rnn.pack_padded_sequence(x, out_lengths.cpu(), batch_first=True, enforce_sorted=False)
-        h, _ = self.rnn(packed)
-        h, _ = nn.utils.rnn.pad_packed_sequence(h, batch_first=True, total_length=x.shape[1])  # (B, T', 2H)
+        # Packing keeps padding out of the backward direction (it needs the lengths on the host);
+        # under torch.export, run_rnn gets the same outputs without packing.
+        h, _ = run_rnn(self.rnn, x, out_lengths)  # (B, T', 2H), zero past out_lengths
         return h, out_lengths
 
     def output_layer(self, h: torch.Tensor) -> torch.Tensor:

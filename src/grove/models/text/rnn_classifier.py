@@ -8,20 +8,23 @@ recurrence stops at each sequence's own end: the same text padded to any length 
 logits. The features are the last layer's final hidden state, of both directions when
 bidirectional (the backward direction's final state is the one at the first token).
 Packing needs the lengths on the CPU, so on a GPU each forward makes one small device-to-host copy.
+Under torch.export the same states come from unpacked per-direction runs instead (`run_rnn`,
+models/layers/rnn.py), since packed sequences cannot be exported.
 
-Contract: the feature layer is `rnn` (its hooked output is the (PackedSequence, state) pair), and
-`forward_features` returns the final hidden states (B, dirs * n_hidden) that the head reads.
+Contract: the feature layer is `rnn` (its hooked output, in eager mode, is the (PackedSequence,
+state) pair), and `forward_features` returns the final hidden states (B, dirs * n_hidden) that
+the head reads.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
 
 from grove.models.layers.heads import ReplaceableHead
 from grove.models.layers.inputs import TokenInput
 from grove.models.layers.options import check_choice
+from grove.models.layers.rnn import run_rnn
 from grove.models.layers.tokens import check_pad_id
 from grove.registry import register_model
 
@@ -72,12 +75,9 @@ class RNNClassifier(TokenInput, ReplaceableHead, nn.Module):
     def forward_features(self, idx: torch.Tensor) -> torch.Tensor:
         """The last layer's final hidden states (B, dirs * n_hidden), both directions side by side."""
         B, T = idx.shape
-        lengths = sequence_lengths(idx, self.pad_id).cpu()  # (B,)
+        lengths = sequence_lengths(idx, self.pad_id)  # (B,)
         x = self.drop(self.embedding(idx))  # (B, T, n_embd)
-        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        _, h = self.rnn(packed)  # h: (n_layers * dirs, B, n_hidden), back in the batch's order
-        if isinstance(h, tuple):  # LSTM: (h, c)
-            h = h[0]
+        _, h = run_rnn(self.rnn, x, lengths)  # h: (n_layers * dirs, B, n_hidden), in the batch's order
         last = h[-self.n_directions :]  # (dirs, B, n_hidden): the last layer
         return last.transpose(0, 1).reshape(B, -1)  # (B, dirs * n_hidden)
 
