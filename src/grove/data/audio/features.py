@@ -62,8 +62,12 @@ class LogMel(nn.Module):
     """(B, L) waveforms -> (B, n_mels, 1 + L // hop) log(mel power + 1e-6).
 
     Power spectrum of a centred (reflect-padded) STFT with a periodic Hann window of n_fft
-    samples; 400/160 at 16 kHz are the usual 25 ms windows every 10 ms. Computed in float32
-    even under autocast: the log of small powers needs the range.
+    samples; 400/160 at 16 kHz are the usual 25 ms windows every 10 ms. The STFT runs in float64:
+    a float32 FFT's rounding error is relative to the whole frame's energy, so quiet bins beside
+    loud ones carry ~1% error in power (1e-2 in their log), and two FFT implementations (torch's,
+    an exported graph's) disagree by that much. In float64 the power is exact to float32 before
+    the mel filters (a sum of positive terms) and the log, which run in float32 even under
+    autocast: the log of small powers needs the range.
     """
 
     def __init__(self, sample_rate=16000, n_fft=400, hop=160, n_mels=40, f_min=0.0, f_max=None):
@@ -80,9 +84,10 @@ class LogMel(nn.Module):
             if wave.shape[-1] <= self.n_fft // 2:  # reflect padding needs more samples than it adds
                 wave = F.pad(wave, (0, self.n_fft // 2 + 1 - wave.shape[-1]))
             spec = torch.stft(
-                wave, self.n_fft, self.hop, window=self.window, center=True, pad_mode="reflect", return_complex=True
+                wave.double(), self.n_fft, self.hop, window=self.window.double(), center=True, pad_mode="reflect",
+                return_complex=True,
             )  # (B, n_fft/2+1, T)
-            power = spec.real.square() + spec.imag.square()
+            power = (spec.real.square() + spec.imag.square()).float()
             return torch.log(torch.matmul(self.filters, power) + LOG_FLOOR)  # (B, n_mels, T)
 
 
