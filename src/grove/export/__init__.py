@@ -244,7 +244,7 @@ def _quantize(loaded: LoadedRun, spec: GraphSpec, stage: Path, fp32: Path, input
     """model.int8.onnx, its parity against the eager model, and test metrics before and after."""
     from grove.export.quantize import int8_mode, quantize
 
-    mode = int8_mode(loaded.model)
+    mode = int8_mode(loaded.model, loaded.model.example_input(2))
     calibration = []
     if mode == "static":
         _, batch = _held_out_batch(loaded, CALIBRATION_INPUTS, "train")
