@@ -3,8 +3,28 @@
 __version__ = "0.1.0"
 
 
-def load(run_dir, checkpoint: str = "best", device: str | None = None):
-    """Load a finished (or interrupted) run for prediction: `grove.load(run).predict(images)`."""
+def load(path, checkpoint: str = "best", device: str | None = None, threads: int | None = None):
+    """A run directory or an export folder, ready to predict: `grove.load(path).predict(images)`.
+
+    A run (finished or interrupted) is rebuilt in PyTorch from its `checkpoint`, on `device`. An
+    export folder (`grove export RUN`) runs on ONNX Runtime without importing torch, with the same
+    API and answers. `threads` caps the CPU threads either uses (default: ONNX Runtime takes the
+    physical cores, PyTorch its own default).
+    """
+    from grove.runtime.manifest import is_export_dir
+
+    if is_export_dir(path):
+        from grove.runtime.predictor import ExportedPredictor
+
+        return ExportedPredictor.load(path, threads=threads)
     from grove.predictor import Predictor
 
-    return Predictor.load(run_dir, checkpoint=checkpoint, device=device)
+    if threads is not None:
+        import torch
+
+        from grove.errors import GroveError
+
+        if threads < 1:
+            raise GroveError(f"threads must be at least 1, got {threads}")
+        torch.set_num_threads(threads)
+    return Predictor.load(path, checkpoint=checkpoint, device=device)

@@ -57,31 +57,44 @@ def parser() -> argparse.ArgumentParser:
     e.set_defaults(run=cmd_evaluate)
 
     r = sub.add_parser("predict", help="labels (top-k) or transcripts for images, texts or audio files")
-    r.add_argument("run_dir")
+    r.add_argument("run_dir", metavar="RUN_OR_EXPORT", help="a run directory, or an export folder (`grove export`)")
     r.add_argument("inputs", nargs="+", metavar="INPUT", help="image or WAV/FLAC files, or texts for a text classifier")
     r.add_argument("--beam-width", type=int, default=8, help="CTC beam search width (0: greedy)")
     r.add_argument("--top-k", type=positive, default=5)
-    r.add_argument("--checkpoint", default="best", choices=["best", "last"])
-    r.add_argument("--device", default="auto")
     r.add_argument("--json", action="store_true")
+    add_loading_options(r)
     r.set_defaults(run=cmd_predict)
 
     g = sub.add_parser("generate", help="continue a prompt with a language-model run, streaming tokens")
-    g.add_argument("run_dir")
+    g.add_argument("run_dir", metavar="RUN_OR_EXPORT", help="a run directory, or an export folder (`grove export`)")
     g.add_argument("--prompt", default="\n")
     g.add_argument("--max-new-tokens", type=positive, default=300)
     g.add_argument("--temperature", type=float, default=0.8, help="0 picks the most probable token")
     g.add_argument("--top-k", type=int)
     g.add_argument("--top-p", type=float)
     g.add_argument("--seed", type=int)
-    g.add_argument("--checkpoint", default="best", choices=["best", "last"])
-    g.add_argument("--device", default="auto")
+    add_loading_options(g)
     g.set_defaults(run=cmd_generate)
+
+    x = sub.add_parser("export", help="a run as an ONNX (or torch.export) graph with its preprocessing, checked for parity")
+    x.add_argument("run_dir")
+    x.add_argument("--format", default="onnx", choices=["onnx", "pt2"], help="onnx runs without torch; pt2 is torch.export")
+    x.add_argument("--int8", action="store_true", help="also write model.int8.onnx and compare its metrics with fp32")
+    x.add_argument("--out", metavar="DIR", help="the export folder (default: RUN/export, RUN/export-pt2 for pt2)")
+    x.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    x.add_argument("--threads", type=positive, help="ONNX Runtime threads for the parity and int8 checks")
+    x.set_defaults(run=cmd_export)
 
     sub.add_parser("recipes", help="list the built-in recipes").set_defaults(run=cmd_recipes)
     sub.add_parser("models", help="list the registered models").set_defaults(run=cmd_models)
     sub.add_parser("datasets", help="list the registered data sets").set_defaults(run=cmd_datasets)
     return p
+
+
+def add_loading_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="run directories only")
+    p.add_argument("--device", default="auto", help="run directories only")
+    p.add_argument("--threads", type=positive, help="CPU threads (default: ONNX Runtime the physical cores, PyTorch its own)")
 
 
 def positive(text: str) -> int:
@@ -163,7 +176,7 @@ def cmd_evaluate(args) -> int:
 def cmd_predict(args) -> int:
     import grove
 
-    predictor = grove.load(args.run_dir, checkpoint=args.checkpoint, device=args.device)
+    predictor = grove.load(args.run_dir, checkpoint=args.checkpoint, device=args.device, threads=args.threads)
     results = predictor.predict_each(args.inputs, top=args.top_k, beam_width=args.beam_width)
     failed = sum(isinstance(r, GroveError) for r in results)
     if args.json:
@@ -191,7 +204,7 @@ def cmd_predict(args) -> int:
 def cmd_generate(args) -> int:
     import grove
 
-    predictor = grove.load(args.run_dir, checkpoint=args.checkpoint, device=args.device)
+    predictor = grove.load(args.run_dir, checkpoint=args.checkpoint, device=args.device, threads=args.threads)
     pieces = predictor.generate(args.prompt, args.max_new_tokens, temperature=args.temperature,
                                 top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     # The first piece tokenizes the prompt and samples once, so a bad prompt or sampling option
@@ -200,6 +213,24 @@ def cmd_generate(args) -> int:
     for piece in pieces:
         print(piece, end="", flush=True)
     print()
+    return 0
+
+
+def cmd_export(args) -> int:
+    from grove.export import export_run
+
+    folder, manifest = export_run(args.run_dir, out=args.out, format=args.format, int8=args.int8,
+                                  checkpoint=args.checkpoint, threads=args.threads)
+    parity = manifest.parity
+    print(f"parity: max |diff| {parity.max_abs_diff:.1e}, top-1 agreement {100 * parity.top1_agreement:.1f}% on "
+          f"{parity.inputs} {parity.split} inputs (batch sizes {', '.join(map(str, parity.batch_sizes))})")
+    if manifest.int8 is not None:
+        q = manifest.int8
+        figures = ", ".join(f"{k} {v:.4f} -> {q.after[k]:.4f}" for k, v in q.before.items() if k in q.after)
+        print(f"int8 ({q.mode}): {figures} on {q.split}")
+        for warning in q.warnings:
+            print(f"warning: {warning}")
+    print(f"export folder: {folder}")
     return 0
 
 

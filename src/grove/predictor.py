@@ -13,7 +13,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Iterator
 
-import numpy as np
 import torch
 
 from grove.data.loader import to_device
@@ -88,20 +87,11 @@ class Predictor:
     def _read_image(self, image) -> torch.Tensor:
         """A path, PIL image, HxW(xC) uint8 array or CxHxW uint8 tensor -> a (1, C, H, W) uint8
         batch, resized and cropped the way training images were decoded."""
-        from PIL import Image
+        from grove.runtime.inputs import read_image
 
-        from grove.data.image import image_to_tensor, load_image
-
-        size, channels = self.data["load_size"], self.data["channels"]
-        if isinstance(image, (str, Path)):
-            return load_image(image, size, channels)[None]
         if isinstance(image, torch.Tensor) and image.dim() == 3:
             image = image.permute(1, 2, 0).squeeze(-1).numpy()
-        if isinstance(image, np.ndarray):
-            image = Image.fromarray(image.astype(np.uint8))
-        if not isinstance(image, Image.Image):
-            raise GroveError(f"cannot predict on a {type(image).__name__}: pass image paths, PIL images, arrays or CxHxW tensors")
-        return image_to_tensor(image, size, channels)[None]
+        return torch.from_numpy(read_image(image, self.data["load_size"], self.data["channels"]))[None]
 
     def _read_audio(self, file):
         """A WAV/FLAC path -> a keyword clip fitted to the training clip length (1, L), or a

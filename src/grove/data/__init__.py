@@ -12,6 +12,14 @@
     tokenizers  char, word, bpe and Hugging Face tokenizers
 """
 
-from grove.data.base import MODALITIES, DataBundle, TensorData
-
 __all__ = ["MODALITIES", "DataBundle", "TensorData"]
+
+
+def __getattr__(name: str):
+    # Imported on first use: the torch-free runtime reads tokenizers from this package, and
+    # base imports torch.
+    if name in __all__:
+        from grove.data import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module 'grove.data' has no attribute {name!r}")

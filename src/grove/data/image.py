@@ -2,6 +2,7 @@
 
 Conversion to float, normalisation and augmentation happen in `ImageTransform` on whole batches on
 the training device, so workers and host memory only ever move uint8 and the GPU does the rest.
+Files are decoded by grove.runtime.inputs, which the torch-free runtime shares.
 """
 
 from __future__ import annotations
@@ -17,13 +18,14 @@ from typing import Literal
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from grove.data.base import SPLITS, DataBundle, Split, TensorData, class_index, relabel, wanted_splits
 from grove.data.download import data_dir, fetch
 from grove.data.folders import scan_folders
 from grove.errors import GroveError
 from grove.registry import register_dataset
+from grove.runtime import inputs
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -83,10 +85,13 @@ class ImageTransform:
         return x.permute(0, 2, 3, 1)[samples, rows[:, :, None], cols[:, None, :]].permute(0, 3, 1, 2)
 
     def _constants(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        if device not in self._affine:
+        if device not in self._affine or torch.compiler.is_exporting():
             mean = torch.tensor(self.mean, dtype=torch.float32).view(1, -1, 1, 1)
             std = torch.tensor(self.std, dtype=torch.float32).view(1, -1, 1, 1)
-            self._affine[device] = ((1 / (255 * std)).to(device), (-mean / std).to(device))
+            affine = ((1 / (255 * std)).to(device), (-mean / std).to(device))
+            if torch.compiler.is_exporting():  # the tracer's tensors must not stay in the cache
+                return affine
+            self._affine[device] = affine
         return self._affine[device]
 
     def to_dict(self) -> dict:
@@ -99,34 +104,12 @@ class ImageTransform:
 
 def load_image(path, size: int, channels: int) -> torch.Tensor:
     """uint8 (channels, size, size) from an image file; one-line GroveError if it cannot be read."""
-    try:
-        with Image.open(path) as im:
-            # JPEG can decode at 1/2, 1/4 or 1/8 scale for free while staying >= size on each side.
-            im.draft("L" if channels == 1 else "RGB", (size, size))
-            return image_to_tensor(im, size, channels)
-    # Pillow reports bad files with many types (OSError, SyntaxError, struct.error, EOFError ...);
-    # any of them means this file is unusable, not that grove has a bug.
-    except Exception as e:
-        raise GroveError(f"cannot read image {path}: {_reason(e)}") from None
+    return torch.from_numpy(inputs.load_image(path, size, channels))
 
 
 def image_to_tensor(im: Image.Image, size: int, channels: int) -> torch.Tensor:
     """Shorter side resized to `size` (bilinear), then center-cropped: uint8 (channels, size, size)."""
-    im = im.convert("L" if channels == 1 else "RGB")
-    width, height = im.size
-    scale = size / min(width, height)
-    width, height = max(size, round(width * scale)), max(size, round(height * scale))
-    im = im.resize((width, height), Image.BILINEAR)
-    left, top = (width - size) // 2, (height - size) // 2
-    image = torch.from_numpy(np.array(im.crop((left, top, left + size, top + size))))
-    return image.unsqueeze(0) if channels == 1 else image.permute(2, 0, 1).contiguous()
-
-
-def _reason(e: Exception) -> str:
-    if isinstance(e, UnidentifiedImageError):  # its own message repeats the path
-        return "not an image Pillow can decode (empty, corrupt or an unknown format)"
-    text = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
-    return " ".join(text.split()) or type(e).__name__
+    return torch.from_numpy(inputs.image_to_array(im, size, channels))
 
 
 class ImageFiles:

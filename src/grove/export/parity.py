@@ -73,8 +73,8 @@ def variants(task: str, modality: str, inputs: list[torch.Tensor]) -> list[list[
 
 @torch.no_grad()
 def check_parity(spec: GraphSpec, task: str, modality: str, inputs: list[torch.Tensor], run: Runner,
-                 split: str, limit: float = MAX_ABS_DIFF) -> Parity:
-    """Compares the eager wrapper and the graph; a GroveError when they disagree beyond `limit`."""
+                 split: str) -> Parity:
+    """Compares the eager wrapper and the graph; a GroveError when they disagree beyond MAX_ABS_DIFF."""
     eager = spec.module.eval()
     cmp = Comparison()
     batches = variants(task, modality, inputs)
@@ -93,9 +93,9 @@ def check_parity(spec: GraphSpec, task: str, modality: str, inputs: list[torch.T
             cmp.add(reference[0], candidate[0])
     parity = Parity(split=split, inputs=inputs[0].shape[0], batch_sizes=sorted({a[0].shape[0] for a in batches}),
                     max_abs_diff=cmp.max_abs, top1_agreement=cmp.agreement)
-    if cmp.max_abs > limit or cmp.agreement < 1.0:
+    if cmp.max_abs > MAX_ABS_DIFF or cmp.agreement < 1.0:
         raise GroveError(
-            f"export parity failed: max |diff| {cmp.max_abs:.1e} (limit {limit:.0e}), top-1 agreement "
+            f"export parity failed: max |diff| {cmp.max_abs:.1e} (limit {MAX_ABS_DIFF:.0e}), top-1 agreement "
             f"{cmp.agreement:.2%} on {parity.inputs} {split} inputs: the exported graph does not compute what the model does"
         )
     return parity

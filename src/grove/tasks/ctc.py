@@ -4,22 +4,22 @@ The model maps (features (B, F, T), lengths (B,)) to (log_probs (B, T', V), out_
 Batches are dicts: inputs {"features", "lengths"}, targets {"tokens" (B, S) padded with the blank
 id, "lengths" (B,)}. `alphabet[i]` is the text of id i; id `blank` (0) is never printed.
 
-Metrics decode greedily. `update` only queues the batch's argmax paths on the device; they are
-moved to the host and scored in one go every `FLUSH_EVERY` batches and before `all_reduce` or
-`compute`, so a training window costs one host sync per flush rather than one per step.
+Decoding is grove.runtime.decoding's (NumPy), shared with the torch-free runtime; the functions
+here move tensors to the host for it. Metrics decode greedily. `update` only queues the batch's
+argmax paths on the device; they are moved to the host and scored in one go every `FLUSH_EVERY`
+batches and before `all_reduce` or `compute`, so a training window costs one host sync per flush
+rather than one per step.
 """
 
 from __future__ import annotations
-
-import heapq
-import math
-from collections import defaultdict
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from grove.runtime import decoding
+from grove.runtime.decoding import ids_to_text
 from grove.tasks.base import Task, sum_across_processes
 
 
@@ -121,91 +121,25 @@ class CTCMetrics:
 
 
 def collapse_paths(path: torch.Tensor, lengths: torch.Tensor, blank: int = 0) -> list[list[int]]:
-    """Label sequences of frame-label paths (B, T): merge repeats, then drop blanks; one host transfer."""
-    T = path.shape[1]
-    valid = torch.arange(T, device=path.device)[None, :] < lengths.to(path.device)[:, None]  # (B, T)
-    previous = F.pad(path[:, :-1], (1, 0), value=-1)  # (B, T): the label of the frame before
-    keep = valid & (path != blank) & (path != previous)
-    path, keep = path.cpu(), keep.cpu()
-    return [row[k].tolist() for row, k in zip(path, keep)]
+    """Label sequences of frame-label paths (B, T): merge repeats, then drop blanks, on the host."""
+    return decoding.collapse_paths(path.cpu().numpy(), lengths.cpu().numpy(), blank)
 
 
 def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int = 0) -> list[list[int]]:
     """Best-path decoding of (B, T, V) log-probs: the most probable frame labels, collapsed."""
-    return collapse_paths(log_probs.argmax(-1), lengths, blank)
+    return collapse_paths(log_probs.argmax(-1), lengths, blank)  # argmax on the device: only the path moves
 
 
 def beam_search_decode(
     log_probs: torch.Tensor, lengths: torch.Tensor, beam_width: int = 8, blank: int = 0
 ) -> list[list[int]]:
-    """CTC prefix beam search (no language model) over (B, T, V) log-probs.
-
-    Each prefix keeps two log-probabilities: of the paths so far that end in blank and of those
-    that end in its last label, because a repeated label extends the prefix only after a blank.
-    The search keeps the `beam_width` most probable labellings (summing over their paths), where
-    greedy decoding keeps the single most probable path; with peaked posteriors the two agree.
-    Runs on the host in Python: about 40 ms for 10 s of audio (250 frames after 4x subsampling,
-    29 labels) at width 8, 0.7 s at width 32, on one CPU core. Use it for prediction and final
-    evaluation; the metrics inside the training loop decode greedily.
-    """
-    if beam_width < 1:
-        raise ValueError(f"beam_width must be at least 1; got {beam_width}")
+    """CTC prefix beam search over (B, T, V) log-probs (grove.runtime.decoding.beam_search_decode)."""
     scores = log_probs.detach().double().cpu().numpy()
-    return [
-        _prefix_beam_search(scores[i, : int(n)], beam_width, blank)
-        for i, n in enumerate(lengths.tolist())
-    ]
-
-
-def _logaddexp(a: float, b: float) -> float:
-    # scalar log(exp(a) + exp(b)); numpy's ufunc costs ~1 us a call on Python floats
-    if a < b:
-        a, b = b, a
-    if b == -math.inf:
-        return a
-    return a + math.log1p(math.exp(b - a))
-
-
-def _prefix_beam_search(scores: np.ndarray, beam_width: int, blank: int) -> list[int]:
-    # scores: (T, V) log-probs of one utterance
-    neg_inf = -math.inf
-    n_top = min(beam_width + 1, scores.shape[1] - 1)
-    order = np.argsort(-scores, axis=1)  # (T, V) labels, most probable first
-    beams: dict[tuple[int, ...], tuple[float, float]] = {(): (0.0, neg_inf)}  # prefix -> (log p_b, log p_nb)
-    for frame, ranked_labels in zip(scores.tolist(), order.tolist()):
-        # Extending a prefix with label c scores total + frame[c] (p_b + frame[c] when c repeats its
-        # last label), so only the frame's beam_width + 1 best labels can give one of the prefix's
-        # beam_width best extensions; any other extension is cut below, unless it merges with a
-        # prefix already in the beam.
-        top = [c for c in ranked_labels[: n_top + 1] if c != blank][:n_top]
-        children = defaultdict(list)  # prefix -> labels that extend it into another prefix in the beam
-        for prefix in beams:
-            if prefix:
-                children[prefix[:-1]].append(prefix[-1])
-        nxt: dict[tuple[int, ...], list[float]] = defaultdict(lambda: [neg_inf, neg_inf])
-        for prefix, (p_b, p_nb) in beams.items():
-            total = _logaddexp(p_b, p_nb)
-            last = prefix[-1] if prefix else None
-            entry = nxt[prefix]
-            entry[0] = _logaddexp(entry[0], total + frame[blank])  # a blank keeps the prefix
-            if last is not None:  # the last label repeated without a blank keeps the prefix too
-                entry[1] = _logaddexp(entry[1], p_nb + frame[last])
-            for c in set(top).union(children.get(prefix, ())):
-                child = nxt[prefix + (c,)]
-                child[1] = _logaddexp(child[1], (p_b if c == last else total) + frame[c])
-        kept = heapq.nlargest(beam_width, nxt.items(), key=lambda item: _logaddexp(item[1][0], item[1][1]))
-        beams = {prefix: (p[0], p[1]) for prefix, p in kept}
-    best = max(beams.items(), key=lambda item: _logaddexp(item[1][0], item[1][1]))
-    return list(best[0])
+    return decoding.beam_search_decode(scores, lengths.cpu().numpy(), beam_width, blank)
 
 
 # ---------------------------------------------------------------------------------------------
 # Text and error rates
-
-
-def ids_to_text(ids, alphabet: list[str], blank: int = 0) -> str:
-    """The text of a label sequence; blank ids are skipped."""
-    return "".join(alphabet[i] for i in ids if i != blank)
 
 
 def edit_distance(a, b) -> int:
