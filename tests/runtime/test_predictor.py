@@ -360,13 +360,13 @@ def damaged(tmp_path, folder, file, change):
 @pytest.mark.parametrize(
     "file, change, message",
     [
-        ("model.onnx", lambda b: b[: len(b) // 3], "model.onnx is not a graph ONNX Runtime can load"),
-        ("model.onnx", lambda b: b"\x00garbage" + b[64:], "model.onnx is not a graph ONNX Runtime can load"),
+        ("model.onnx", lambda b: b[: len(b) // 3], "model.onnx is not the graph export wrote"),
+        ("model.onnx", lambda b: b[:-64] + bytes(64), "model.onnx is not the graph export wrote"),  # weights changed
         ("export.json", lambda b: b[: len(b) // 2], "export.json cannot be read"),
         ("export.json", lambda b: b.replace(b'"task": "classification"', b'"task": "detection"'), "is damaged: 'task'"),
         ("export.json", lambda b: b.replace(b'"name": "image"', b'"name": "pixels"'), "does not match"),
     ],
-    ids=["truncated-graph", "tampered-graph", "truncated-manifest", "tampered-manifest", "renamed-input"],
+    ids=["truncated-graph", "changed-weights", "truncated-manifest", "tampered-manifest", "renamed-input"],
 )
 def test_a_damaged_export_is_one_error_line(runs, samples, tmp_path, file, change, message):
     copy = damaged(tmp_path, runs["image"][1], file, change)
@@ -374,3 +374,14 @@ def test_a_damaged_export_is_one_error_line(runs, samples, tmp_path, file, chang
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and message in result.stderr and "export the run again" in result.stderr
     assert result.stderr.count("\n") == 1, result.stderr
+
+
+@pytest.mark.parametrize("change", [lambda b: b[: len(b) // 3], lambda b: b"\x00garbage" + b[64:]], ids=["truncated", "garbage"])
+def test_a_broken_graph_without_a_digest_is_one_error_line(runs, samples, tmp_path, change):
+    """Manifests of other writers may carry no digests: ONNX Runtime's refusal is then the one line."""
+    copy = damaged(tmp_path, runs["image"][1], "model.onnx", change)
+    manifest = json.loads((copy / "export.json").read_text())
+    (copy / "export.json").write_text(json.dumps({**manifest, "sha256": {}}))
+    result = run_grove("predict", copy, samples["image"][0])
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "model.onnx is not a graph ONNX Runtime can load" in result.stderr and "export the run again" in result.stderr

@@ -32,7 +32,8 @@ from grove.export.parity import check_parity, graph_inputs
 from grove.files import staging_dir
 from grove.rundir import LoadedRun, load_run
 from grove.runtime.manifest import (
-    AudioPre, Generation, ImagePre, Int8, Manifest, Preprocess, Tensor, TextPre, is_export_dir, write_manifest,
+    AudioPre, Generation, ImagePre, Int8, Manifest, Preprocess, Tensor, TextPre, file_digest, is_export_dir,
+    write_manifest,
 )
 
 FORMATS = ("onnx", "pt2")
@@ -68,6 +69,7 @@ def export_run(run_dir, out=None, format: str = "onnx", int8: bool = False, chec
         _copy_tokenizer(loaded, stage)
         if int8:
             manifest.int8 = _quantize(loaded, spec, stage, graph_file, inputs, threads, split)
+        manifest.sha256 = {name: file_digest(stage / name) for name in (manifest.file, manifest.int8 and manifest.int8.file) if name}
         write_manifest(stage, manifest)
         _replace(stage, out)
     return out, manifest

@@ -119,6 +119,7 @@ class Manifest(_Strict):
     classes: list[str]  # labels (classification), the alphabet (ctc), [] (lm)
     format: Literal["onnx", "pt2"]
     file: str  # the fp32 graph, relative to the export folder
+    sha256: dict[str, str] = {}  # graph file -> its SHA-256: a graph changed after export is refused
     opset: int | None = None
     inputs: list[Tensor]
     outputs: list[Tensor]
@@ -134,6 +135,25 @@ class Manifest(_Strict):
         if int8 and self.int8 is None:
             raise GroveError("this export has no int8 graph: export again with --int8")
         return self.int8.file if int8 else self.file
+
+
+def file_digest(path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_digest(folder, manifest: Manifest, name: str) -> None:
+    """The graph file `name` must be the one export wrote: a graph whose weights were changed still
+    loads, and would give other answers without any error."""
+    path = Path(folder) / name
+    expected = manifest.sha256.get(name)
+    if expected is not None and path.is_file() and file_digest(path) != expected:
+        raise GroveError(f"{path} is not the graph export wrote (its SHA-256 differs from {MANIFEST}): export the run again")
 
 
 def is_export_dir(path) -> bool:

@@ -20,7 +20,7 @@ import numpy as np
 from grove.errors import GroveError
 from grove.runtime import decoding
 from grove.runtime.inputs import fix_length, read_audio, read_image
-from grove.runtime.manifest import MANIFEST, Manifest, read_manifest
+from grove.runtime.manifest import MANIFEST, Manifest, check_digest, read_manifest
 from grove.runtime.session import OnnxSession, open_session
 
 
@@ -44,6 +44,7 @@ class ExportedPredictor:
         manifest = read_manifest(folder)
         _check_preprocess(folder, manifest)
         graph = folder / manifest.runtime_file(int8)
+        check_digest(folder, manifest, graph.name)
         session = open_session(graph, manifest.format, threads)
         if isinstance(session, OnnxSession):
             _check_graph(folder, graph, manifest, session)
