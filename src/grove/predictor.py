@@ -10,7 +10,6 @@ way the training data was.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Iterator
 
 import torch
@@ -18,10 +17,13 @@ import torch
 from grove.data.loader import to_device
 from grove.errors import GroveError
 from grove.rundir import LoadedRun, load_run
+from grove.runtime.base import PredictorBase
 from grove.tasks.classification import top_k
 
 
-class Predictor:
+class Predictor(PredictorBase):
+    source = "run"
+
     def __init__(self, loaded: LoadedRun):
         self.run = loaded
         self.model = loaded.model
@@ -39,35 +41,7 @@ class Predictor:
         return cls(load_run(run_dir, checkpoint, device or "auto"))
 
     # -- classification and transcription --------------------------------------------------------
-    def predict(self, inputs, top: int = 5, beam_width: int = 8) -> list:
-        """Classifiers: per input, the `top` most probable (label, probability) pairs, best first.
-        Transcription: per input, the transcript (CTC prefix beam search; beam_width 0 is greedy).
-        The first input that cannot be read raises its GroveError; `predict_each` goes on instead."""
-        results = self.predict_each(inputs, top, beam_width)
-        for result in results:
-            if isinstance(result, GroveError):
-                raise result
-        return results
-
     @torch.no_grad()
-    def predict_each(self, inputs, top: int = 5, beam_width: int = 8) -> list:
-        """As `predict`, but an input that cannot be read gives its GroveError in its place and
-        every other input is still predicted."""
-        if self.task == "lm":
-            raise GroveError("this run is a language model: use generate (`grove generate RUN --prompt ...`)")
-        if isinstance(inputs, (str, Path)) or (isinstance(inputs, torch.Tensor) and inputs.dim() == 3):
-            inputs = [inputs]
-        read = {"image": self._read_image, "audio": self._read_audio, "text": self._read_text}[self.modality]
-        items = []
-        for item in inputs:
-            try:
-                items.append(read(item))
-            except GroveError as err:
-                items.append(err)
-        good = [item for item in items if not isinstance(item, GroveError)]
-        outputs = iter(self._predict_batch(good, top, beam_width) if good else [])
-        return [item if isinstance(item, GroveError) else next(outputs) for item in items]
-
     def _predict_batch(self, items: list, top: int, beam_width: int) -> list:
         if self.task == "ctc":
             transcripts = []

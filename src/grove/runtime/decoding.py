@@ -116,6 +116,18 @@ def ids_to_text(ids, alphabet: list[str], blank: int = 0) -> str:
 # Sampling
 
 
+def is_greedy(temperature: float, top_k: int | None, top_p: float | None) -> bool:
+    """Checks the sampling options (ValueError when out of range); True when they mean argmax
+    (temperature 0 or top_k 1), which makes no random draw. Shared with the torch sampler."""
+    if temperature < 0:
+        raise ValueError(f"temperature must be >= 0 (0 = greedy); got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be at least 1; got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1]; got {top_p}")
+    return temperature == 0 or top_k == 1
+
+
 def sample_next_token(
     logits: np.ndarray,
     temperature: float = 1.0,
@@ -130,13 +142,7 @@ def sample_next_token(
     top_k=1 and temperature=0 are exactly argmax, with no random draw. `rng` draws (a fresh,
     unseeded Generator when None).
     """
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 = greedy); got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be at least 1; got {top_k}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1]; got {top_p}")
-    if temperature == 0 or top_k == 1:
+    if is_greedy(temperature, top_k, top_p):
         return logits.argmax(axis=-1, keepdims=True).astype(np.int64)
     logits = logits.astype(np.float32) / np.float32(temperature)
     vocab = logits.shape[-1]

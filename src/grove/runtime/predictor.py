@@ -11,7 +11,6 @@ the rest of the preprocessing, and decoding and sampling follow the eager code s
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -19,12 +18,15 @@ import numpy as np
 
 from grove.errors import GroveError
 from grove.runtime import decoding
+from grove.runtime.base import PredictorBase, is_tensor
 from grove.runtime.inputs import fix_length, read_audio, read_image
 from grove.runtime.manifest import MANIFEST, Manifest, check_digest, read_manifest
 from grove.runtime.session import OnnxSession, open_session
 
 
-class ExportedPredictor:
+class ExportedPredictor(PredictorBase):
+    source = "export"
+
     def __init__(self, folder: Path, manifest: Manifest, session, tokenizer=None):
         self.folder = folder
         self.manifest = manifest
@@ -61,36 +63,6 @@ class ExportedPredictor:
         return dict(zip(self._output_names, outputs))
 
     # -- classification and transcription --------------------------------------------------------
-    def predict(self, inputs, top: int = 5, beam_width: int = 8) -> list:
-        """Classifiers: per input, the `top` most probable (label, probability) pairs, best first.
-        Transcription: per input, the transcript (CTC prefix beam search; beam_width 0 is greedy).
-        The first input that cannot be read raises its GroveError; `predict_each` goes on instead."""
-        results = self.predict_each(inputs, top, beam_width)
-        for result in results:
-            if isinstance(result, GroveError):
-                raise result
-        return results
-
-    def predict_each(self, inputs, top: int = 5, beam_width: int = 8) -> list:
-        """As `predict`, but an input that cannot be read gives its GroveError in its place and
-        every other input is still predicted."""
-        if self.task == "lm":
-            raise GroveError("this export is a language model: use generate (`grove generate EXPORT_DIR --prompt ...`)")
-        if beam_width < 0:
-            raise GroveError(f"beam_width must be at least 0 (0: greedy); got {beam_width}")
-        if isinstance(inputs, (str, Path)) or (_is_tensor(inputs) and inputs.dim() == 3):
-            inputs = [inputs]
-        read = {"image": self._read_image, "audio": self._read_audio, "text": self._read_text}[self.modality]
-        items = []
-        for item in inputs:
-            try:
-                items.append(read(item))
-            except GroveError as err:
-                items.append(err)
-        good = [item for item in items if not isinstance(item, GroveError)]
-        outputs = iter(self._predict_batch(good, top, beam_width) if good else [])
-        return [item if isinstance(item, GroveError) else next(outputs) for item in items]
-
     def _predict_batch(self, items: list, top: int, beam_width: int) -> list:
         if self.task == "ctc":
             transcripts = []
@@ -116,7 +88,7 @@ class ExportedPredictor:
     def _read_image(self, image) -> np.ndarray:
         """A path, PIL image, HxW(xC) uint8 array or CxHxW uint8 tensor -> a (1, C, S, S) uint8
         batch, resized and cropped the way training images were decoded."""
-        if _is_tensor(image) and image.dim() == 3:
+        if is_tensor(image) and image.dim() == 3:
             image = image.permute(1, 2, 0).squeeze(-1).numpy()
         pre = self.manifest.preprocess.image
         return read_image(image, pre.size, pre.channels)[None]
@@ -200,12 +172,6 @@ class ExportedPredictor:
             state = [np.zeros((g.n_layer, new_ids.shape[0], g.hidden), dtype=np.float32) for _ in names]
         out = self._run(input_ids=new_ids, **dict(zip(names, state)))
         return out["logits"][:, -1, :], [out[f"next_{name}"] for name in names]
-
-
-def _is_tensor(x) -> bool:
-    """A torch tensor, recognised without importing torch (only someone who imported it has one)."""
-    torch = sys.modules.get("torch")
-    return torch is not None and isinstance(x, torch.Tensor)
 
 
 def _check_preprocess(folder: Path, manifest: Manifest) -> None:

@@ -6,6 +6,8 @@ from collections.abc import Iterator
 
 import torch
 
+from grove.runtime.decoding import is_greedy
+
 
 def check_pad_id(pad_id: int, vocab_size: int) -> None:
     if not 0 <= pad_id < vocab_size:
@@ -27,13 +29,7 @@ def sample_next_token(
     keeps the smallest set of most likely tokens whose probability reaches p (nucleus sampling).
     top_k=1 and temperature=0 are exactly argmax, with no random draw.
     """
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 = greedy); got {temperature}")
-    if top_k is not None and top_k < 1:
-        raise ValueError(f"top_k must be at least 1; got {top_k}")
-    if top_p is not None and not 0 < top_p <= 1:
-        raise ValueError(f"top_p must be in (0, 1]; got {top_p}")
-    if temperature == 0 or top_k == 1:
+    if is_greedy(temperature, top_k, top_p):
         return logits.argmax(dim=-1, keepdim=True)
     logits = logits.float() / temperature
     if top_k is not None:
