@@ -29,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted; `grove train --resume RUN_DIR` continues from the last checkpoint", file=sys.stderr)
+        resume = "; `grove train --resume RUN_DIR` continues from the last checkpoint" if args.run is cmd_train else ""
+        print(f"interrupted{resume}", file=sys.stderr)
         return 130
 
 
@@ -92,9 +93,25 @@ def parser() -> argparse.ArgumentParser:
 
 
 def add_loading_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--checkpoint", default="best", choices=["best", "last"], help="run directories only")
-    p.add_argument("--device", default="auto", help="run directories only")
+    p.add_argument("--checkpoint", choices=["best", "last"], help="run directories only (default: best)")
+    p.add_argument("--device", help="run directories only: auto (default), cpu, cuda, cuda:N")
+    p.add_argument("--int8", action="store_true", help="export folders only: run the int8 graph (`grove export --int8`)")
     p.add_argument("--threads", type=positive, help="CPU threads (default: ONNX Runtime the physical cores, PyTorch its own)")
+
+
+def load(args):
+    """grove.load with the loading options that fit what args.run_dir is."""
+    import grove
+    from grove.runtime.manifest import is_export_dir
+
+    if is_export_dir(args.run_dir):
+        if args.checkpoint or args.device:
+            raise GroveError("--checkpoint and --device are for run directories: an export folder runs its one graph "
+                             "on ONNX Runtime (drop them, or pass the run directory)")
+        return grove.load(args.run_dir, threads=args.threads, int8=args.int8)
+    if args.int8:
+        raise GroveError("--int8 runs an export folder's int8 graph: export with `grove export RUN --int8` and pass that folder")
+    return grove.load(args.run_dir, checkpoint=args.checkpoint or "best", device=args.device or "auto", threads=args.threads)
 
 
 def positive(text: str) -> int:
@@ -174,9 +191,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    import grove
-
-    predictor = grove.load(args.run_dir, checkpoint=args.checkpoint, device=args.device, threads=args.threads)
+    predictor = load(args)
     results = predictor.predict_each(args.inputs, top=args.top_k, beam_width=args.beam_width)
     failed = sum(isinstance(r, GroveError) for r in results)
     if args.json:
@@ -197,14 +212,13 @@ def cmd_predict(args) -> int:
             else:
                 print(f"{item}: " + ", ".join(f"{label} {prob:.3f}" for label, prob in result))
     if failed and len(results) > 1:
-        print(f"{failed} of {len(results)} inputs could not be read; the others are above", file=sys.stderr)
+        others = "the others are above" if failed < len(results) else "none could"
+        print(f"{failed} of {len(results)} inputs could not be read; {others}", file=sys.stderr)
     return 2 if failed else 0
 
 
 def cmd_generate(args) -> int:
-    import grove
-
-    predictor = grove.load(args.run_dir, checkpoint=args.checkpoint, device=args.device, threads=args.threads)
+    predictor = load(args)
     pieces = predictor.generate(args.prompt, args.max_new_tokens, temperature=args.temperature,
                                 top_k=args.top_k, top_p=args.top_p, seed=args.seed)
     # The first piece tokenizes the prompt and samples once, so a bad prompt or sampling option
@@ -222,12 +236,15 @@ def cmd_export(args) -> int:
     folder, manifest = export_run(args.run_dir, out=args.out, format=args.format, int8=args.int8,
                                   checkpoint=args.checkpoint, threads=args.threads)
     parity = manifest.parity
+    stepwise = " and token by token through its cache" if manifest.task == "lm" else ""
     print(f"parity: max |diff| {parity.max_abs_diff:.1e}, top-1 agreement {100 * parity.top1_agreement:.1f}% on "
-          f"{parity.inputs} {parity.split} inputs (batch sizes {', '.join(map(str, parity.batch_sizes))})")
+          f"{parity.inputs} {parity.split} inputs (batch sizes {', '.join(map(str, parity.batch_sizes))}){stepwise}")
     if manifest.int8 is not None:
         q = manifest.int8
         figures = ", ".join(f"{k} {v:.4f} -> {q.after[k]:.4f}" for k, v in q.before.items() if k in q.after)
-        print(f"int8 ({q.mode}): {figures} on {q.split}")
+        against = "" if q.parity is None else (f"; max |diff| {q.parity.max_abs_diff:.1e}, top-1 agreement "
+                                               f"{100 * q.parity.top1_agreement:.1f}% against the model")
+        print(f"int8 ({q.mode}): {figures} on {q.split}{against} (`grove predict EXPORT_DIR --int8` runs it)")
         for warning in q.warnings:
             print(f"warning: {warning}")
     print(f"export folder: {folder}")

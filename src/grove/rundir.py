@@ -104,7 +104,8 @@ class RunDir:
     def open(cls, path: str | Path) -> "RunDir":
         run = cls(path)
         if not run.path.is_dir():
-            raise GroveError(f"run directory {path} does not exist; pass runs/<recipe>/<timestamp>")
+            state = "is a file, not a folder" if run.path.exists() else "does not exist"
+            raise GroveError(f"run directory {path} {state}; pass runs/<recipe>/<timestamp>")
         missing = [name for name in (CONFIG, META) if not (run.path / name).is_file()]
         if len(missing) == 2:
             raise GroveError(f"{path} is not a grove run directory (no {CONFIG} and {META}); pass runs/<recipe>/<timestamp>")

@@ -123,6 +123,26 @@ def test_export_again_replaces_an_export_but_not_other_folders(trained, tmp_path
     assert (other / "notes.txt").read_text() == "keep me"
 
 
+def test_out_never_deletes_what_export_did_not_write(trained, tmp_path):
+    out = tmp_path / "export"
+    export_run(trained("image-cnn"), out=out)
+    (out / "NOTES.md").write_text("mine")
+    with pytest.raises(GroveError, match=r"holds files an export does not write \(NOTES.md\)"):
+        export_run(trained("image-cnn"), out=out)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(GroveError, match="is a file: pass a folder"):
+        export_run(trained("image-cnn"), out=tmp_path / "afile")
+
+
+def test_output_shapes_keep_their_dynamic_axes(trained, tmp_path):
+    _, manifest = export_run(trained("lm-transformer"), out=tmp_path / "onnx")
+    _, pt2 = export_run(trained("lm-transformer"), out=tmp_path / "pt2", format="pt2")
+    for m in (manifest, pt2):
+        logits, keys, _ = m.outputs
+        assert logits.shape[:2] == ["batch", "tokens"] and keys.shape[1] == "batch"
+        assert isinstance(keys.shape[3], str) and "past" in keys.shape[3] and "tokens" in keys.shape[3]
+
+
 def test_bad_options_are_one_line(trained, tmp_path):
     with pytest.raises(GroveError, match="--format must be one of onnx, pt2"):
         export_run(trained("image-cnn"), out=tmp_path / "x", format="tflite")
@@ -136,8 +156,9 @@ def test_bad_options_are_one_line(trained, tmp_path):
 def test_int8_reports_metrics_before_and_after(trained, kind, mode, tmp_path):
     out, manifest = export_run(trained(kind), out=tmp_path / "export", int8=True)
     q = manifest.int8
-    assert q.mode == mode and (out / q.file).is_file() and manifest.runtime_file() == q.file
+    assert q.mode == mode and (out / q.file).is_file() and manifest.runtime_file(int8=True) == q.file
     assert q.split == "test" and set(q.before) == set(q.after) and "accuracy" in q.before
     assert (mode == "static") == (q.calibration_inputs > 0)
+    assert q.parity is not None and q.parity.top1_agreement > 0.5  # int8 is judged by metrics, but measured
     saved = json.loads((out / "export.json").read_text())
     assert saved["int8"]["after"] == q.after

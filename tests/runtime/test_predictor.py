@@ -318,7 +318,7 @@ def test_the_export_command_prints_parity_int8_figures_and_the_folder(runs, monk
                          after={"loss": 0.6, "accuracy": 0.87}, warnings=["int8 accuracy 0.8700 is 3.0 points below"])
     assert main(["export", "RUN", "--int8"]) == 0
     assert capsys.readouterr().out.splitlines()[1:3] == [
-        "int8 (static): loss 0.5000 -> 0.6000, accuracy 0.9000 -> 0.8700 on test",
+        "int8 (static): loss 0.5000 -> 0.6000, accuracy 0.9000 -> 0.8700 on test (`grove predict EXPORT_DIR --int8` runs it)",
         "warning: int8 accuracy 0.8700 is 3.0 points below",
     ]
 
@@ -345,8 +345,8 @@ def test_the_int8_graph_runs_when_there_is_one(runs, tmp_path):
     manifest = read_manifest(copy)
     manifest.int8 = Int8(mode="dynamic", file="model.int8.onnx", split="test", before={}, after={})
     write_manifest(copy, manifest)
-    assert ExportedPredictor.load(copy).session.path == copy / "model.int8.onnx"
-    assert ExportedPredictor.load(copy, int8=False).session.path == copy / "model.onnx"
+    assert ExportedPredictor.load(copy).session.path == copy / "model.onnx"  # fp32 answers as the run does
+    assert ExportedPredictor.load(copy, int8=True).session.path == copy / "model.int8.onnx"
 
 
 def damaged(tmp_path, folder, file, change):
@@ -385,3 +385,28 @@ def test_a_broken_graph_without_a_digest_is_one_error_line(runs, samples, tmp_pa
     result = run_grove("predict", copy, samples["image"][0])
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert "model.onnx is not a graph ONNX Runtime can load" in result.stderr and "export the run again" in result.stderr
+
+
+def test_an_edited_manifest_that_no_longer_fits_the_graph_is_one_line(runs, samples, tmp_path):
+    import re
+
+    copy = damaged(tmp_path, runs["image"][1], "export.json",
+                   lambda b: re.sub(rb'"size": (\d+)', lambda m: b'"size": %d' % (int(m.group(1)) + 1), b))
+    result = run_grove("predict", copy, samples["image"][0])
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "refused its inputs" in result.stderr and "export the run again" in result.stderr
+
+
+def test_an_export_folder_that_lost_its_manifest_says_so(runs, samples, tmp_path):
+    copy = damaged(tmp_path, runs["image"][1], "model.onnx", lambda b: b)
+    (copy / "export.json").unlink()
+    result = run_grove("predict", copy, samples["image"][0])
+    assert result.returncode == 2 and "export.json is missing" in result.stderr and "export the run again" in result.stderr
+
+
+def test_run_options_on_an_export_folder_are_refused(runs, samples):
+    for option in (["--device", "cuda"], ["--checkpoint", "last"]):
+        result = run_grove("predict", runs["image"][1], samples["image"][0], *option)
+        assert result.returncode == 2 and "are for run directories" in result.stderr, result.stderr
+    result = run_grove("predict", runs["image"][0], samples["image"][0], "--int8")
+    assert result.returncode == 2 and "--int8 runs an export folder's int8 graph" in result.stderr

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shutil
 import warnings
 from contextlib import contextmanager
@@ -32,8 +33,8 @@ from grove.export.parity import check_parity, graph_inputs
 from grove.files import staging_dir
 from grove.rundir import LoadedRun, load_run
 from grove.runtime.manifest import (
-    AudioPre, Generation, ImagePre, Int8, Manifest, Preprocess, Tensor, TextPre, file_digest, is_export_dir,
-    write_manifest,
+    MANIFEST, AudioPre, Generation, ImagePre, Int8, Manifest, Preprocess, Tensor, TextPre, file_digest,
+    is_export_dir, write_manifest,
 )
 
 FORMATS = ("onnx", "pt2")
@@ -54,25 +55,42 @@ def export_run(run_dir, out=None, format: str = "onnx", int8: bool = False, chec
         raise GroveError("--int8 quantises ONNX graphs with ONNX Runtime: use it with --format onnx")
     loaded = load_run(run_dir, checkpoint, "cpu")
     out = Path(out) if out else loaded.dir.path / ("export" if format == "onnx" else "export-pt2")
-    if out.exists() and not is_export_dir(out) and any(out.iterdir()):
-        raise GroveError(f"{out} exists and is not an export folder: pass another --out")
+    _check_out(out)
     spec = graph_for(loaded)
     split, batch = _held_out_batch(loaded, PARITY_INPUTS)
     inputs = graph_inputs(loaded.meta.task, loaded.meta.modality, batch)
     example = _example(spec, inputs)
-    with staging_dir(out.parent) as stage, _quiet():
-        graph_file = stage / FILES[format]
-        opset = _export(spec, example, graph_file, format)
-        run = _runner(graph_file, format, spec, threads)
-        parity = check_parity(spec, loaded.meta.task, loaded.meta.modality, inputs, run, split)
-        manifest = _manifest(loaded, spec, format, opset, parity, example, run)
-        _copy_tokenizer(loaded, stage)
-        if int8:
-            manifest.int8 = _quantize(loaded, spec, stage, graph_file, inputs, threads, split)
-        manifest.sha256 = {name: file_digest(stage / name) for name in (manifest.file, manifest.int8 and manifest.int8.file) if name}
-        write_manifest(stage, manifest)
-        _replace(stage, out)
+    try:
+        with staging_dir(out.parent) as stage, _quiet():
+            graph_file = stage / FILES[format]
+            opset, output_shapes = _export(spec, example, graph_file, format)
+            run = _runner(graph_file, format, spec, threads)
+            parity = check_parity(spec, loaded.meta.task, loaded.meta.modality, inputs, run, split)
+            manifest = _manifest(loaded, spec, format, opset, parity, example, run, output_shapes)
+            _copy_tokenizer(loaded, stage)
+            if int8:
+                manifest.int8 = _quantize(loaded, spec, stage, graph_file, inputs, threads, split)
+            graphs = [manifest.file] + ([manifest.int8.file] if manifest.int8 else [])
+            manifest.sha256 = {name: file_digest(stage / name) for name in graphs}
+            write_manifest(stage, manifest)
+            _replace(stage, out)
+    except OSError as err:  # a folder that cannot be written, a full disk
+        raise GroveError(f"cannot write the export folder {out} ({err.strerror or err}): free space or pass another --out") from None
     return out, manifest
+
+
+def _check_out(out: Path) -> None:
+    """An earlier export there is replaced; anything else is never deleted."""
+    if out.exists() and not out.is_dir():
+        raise GroveError(f"--out {out} is a file: pass a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not is_export_dir(out):
+            raise GroveError(f"{out} exists and is not an export folder: pass another --out")
+        own = {MANIFEST, *FILES.values(), INT8_FILE, "tokenizer"}
+        foreign = sorted(p.name for p in out.iterdir() if p.name not in own)
+        if foreign:
+            raise GroveError(f"{out} holds files an export does not write ({', '.join(foreign[:3])}): move them, "
+                             "or pass another --out")
 
 
 # -- inputs ------------------------------------------------------------------------------------
@@ -112,8 +130,8 @@ def _example(spec: GraphSpec, inputs: list[torch.Tensor]) -> tuple:
 
 
 # -- tracing -----------------------------------------------------------------------------------
-def _export(spec: GraphSpec, example: tuple, path: Path, format: str) -> int | None:
-    """Traces the wrapper with dynamic axes; returns the ONNX opset (None for pt2)."""
+def _export(spec: GraphSpec, example: tuple, path: Path, format: str) -> tuple[int | None, list]:
+    """Traces the wrapper with dynamic axes (see _trace)."""
     from grove.models.layers.rnn import rnn_export_decompositions
 
     module = spec.module.eval()
@@ -126,16 +144,34 @@ def _export(spec: GraphSpec, example: tuple, path: Path, format: str) -> int | N
         raise GroveError(f"the model cannot be exported to {format}: {_first_line(err)}") from None
 
 
-def _trace(module, spec: GraphSpec, example: tuple, path: Path, format: str) -> int | None:
+def _trace(module, spec: GraphSpec, example: tuple, path: Path, format: str) -> tuple[int | None, list]:
+    """Writes the graph; returns its ONNX opset (None for pt2) and its output shapes, whose str
+    entries are the dynamic axes as the graph computes them ("batch", "past + tokens" ...)."""
     if format == "pt2":
         program = _torch_export(module, example, dynamic_shapes(spec))
         torch.export.save(program, str(path))
-        return None
+        return None, _program_output_shapes(program, spec)
     program = torch.onnx.export(module, example, dynamo=True, dynamic_shapes=dynamic_shapes(spec),
                                 input_names=spec.input_names, output_names=spec.output_names, verbose=False,
                                 optimize=True)
     program.save(str(path))
-    return max((o.version for o in program.model_proto.opset_import if o.domain in ("", "ai.onnx")), default=None)
+    proto = program.model_proto
+    shapes = [[d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim] for o in proto.graph.output]
+    return max((o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")), default=None), shapes
+
+
+def _program_output_shapes(program: torch.export.ExportedProgram, spec: GraphSpec) -> list:
+    """An ExportedProgram's output shapes, its size symbols renamed to the declared axis names."""
+    nodes = {n.name: n for n in program.graph.nodes}
+    names = {}
+    for i, node_name in enumerate(program.graph_signature.user_inputs):
+        shape = nodes[node_name].meta["val"].shape
+        names.update({str(shape[axis]): axis_name for axis, axis_name in spec.dynamic[i].items()})
+    def name(dim) -> int | str:
+        text = str(dim)
+        return int(text) if text.isdigit() else re.sub(r"\b[a-z]\d+\b", lambda m: names.get(m.group(0), m.group(0)), text)
+
+    return [[name(d) for d in nodes[n].meta["val"].shape] for n in program.graph_signature.user_outputs]
 
 
 def _torch_export(module, example: tuple, shapes: tuple) -> torch.export.ExportedProgram:
@@ -174,9 +210,9 @@ def _quiet():
 
 
 # -- the folder --------------------------------------------------------------------------------
-def _manifest(loaded: LoadedRun, spec: GraphSpec, format: str, opset, parity, example, run) -> Manifest:
+def _manifest(loaded: LoadedRun, spec: GraphSpec, format: str, opset, parity, example, run, output_shapes) -> Manifest:
     meta = loaded.meta
-    outputs = run([x.numpy() for x in example])
+    outputs = run([x.numpy() for x in example])  # their dtypes
     return Manifest(
         grove_version=__version__,
         recipe=meta.recipe,
@@ -191,7 +227,7 @@ def _manifest(loaded: LoadedRun, spec: GraphSpec, format: str, opset, parity, ex
         opset=opset,
         inputs=[_tensor(n, x.shape, str(x.dtype).removeprefix("torch."), axes)
                 for n, x, axes in zip(spec.input_names, example, spec.dynamic)],
-        outputs=[_tensor(n, o.shape, str(o.dtype), _output_axes(o, example)) for n, o in zip(spec.output_names, outputs)],
+        outputs=[Tensor(name=n, shape=shape, dtype=str(o.dtype)) for n, o, shape in zip(spec.output_names, outputs, output_shapes)],
         preprocess=_preprocess(loaded),
         generation=Generation(**spec.generation) if spec.generation else None,
         parity=parity,
@@ -200,13 +236,6 @@ def _manifest(loaded: LoadedRun, spec: GraphSpec, format: str, opset, parity, ex
 
 def _tensor(name: str, shape, dtype: str, axes: dict[int, str]) -> Tensor:
     return Tensor(name=name, shape=[axes.get(i, int(s)) for i, s in enumerate(shape)], dtype=dtype)
-
-
-def _output_axes(output: np.ndarray, example: tuple) -> dict[int, str]:
-    """Output axes named for the record: the batch axis (0, or 1 for stacked states) is "batch"."""
-    batch = example[0].shape[0]
-    axis = 0 if output.ndim < 3 or output.shape[0] == batch else 1
-    return {axis: "batch"} if output.ndim else {}
 
 
 def _preprocess(loaded: LoadedRun) -> Preprocess:
@@ -253,9 +282,12 @@ def _quantize(loaded: LoadedRun, spec: GraphSpec, stage: Path, fp32: Path, input
         calibration = [dict(zip(spec.input_names, (x.numpy() for x in graph_inputs(loaded.meta.task, loaded.meta.modality, batch))))]
         calibration = _split_feeds(calibration[0], 16)
     quantize(fp32, stage / INT8_FILE, mode, calibration or None)
+    int8_run = _runner(stage / INT8_FILE, "onnx", spec, threads)
+    parity = check_parity(spec, loaded.meta.task, loaded.meta.modality, inputs, int8_run, split, enforce=False)
     before = _graph_metrics(loaded, spec, _runner(fp32, "onnx", spec, threads))
-    after = _graph_metrics(loaded, spec, _runner(stage / INT8_FILE, "onnx", spec, threads))
+    after = _graph_metrics(loaded, spec, int8_run)
     return Int8(mode=mode, file=INT8_FILE, calibration_inputs=sum(len(next(iter(f.values()))) for f in calibration),
+                parity=parity,
                 split=before.pop("split"), before=before, after={k: v for k, v in after.items() if k != "split"},
                 warnings=_int8_warnings(before, after))
 

@@ -73,8 +73,9 @@ def variants(task: str, modality: str, inputs: list[torch.Tensor]) -> list[list[
 
 @torch.no_grad()
 def check_parity(spec: GraphSpec, task: str, modality: str, inputs: list[torch.Tensor], run: Runner,
-                 split: str) -> Parity:
-    """Compares the eager wrapper and the graph; a GroveError when they disagree beyond MAX_ABS_DIFF."""
+                 split: str, enforce: bool = True) -> Parity:
+    """Compares the eager wrapper and the graph; a GroveError when they disagree beyond
+    MAX_ABS_DIFF, unless not `enforce`d (an int8 graph is judged by its metrics)."""
     eager = spec.module.eval()
     cmp = Comparison()
     batches = variants(task, modality, inputs)
@@ -93,7 +94,7 @@ def check_parity(spec: GraphSpec, task: str, modality: str, inputs: list[torch.T
             cmp.add(reference[0], candidate[0])
     parity = Parity(split=split, inputs=inputs[0].shape[0], batch_sizes=sorted({a[0].shape[0] for a in batches}),
                     max_abs_diff=cmp.max_abs, top1_agreement=cmp.agreement)
-    if cmp.max_abs > MAX_ABS_DIFF or cmp.agreement < 1.0:
+    if enforce and (cmp.max_abs > MAX_ABS_DIFF or cmp.agreement < 1.0):
         raise GroveError(
             f"export parity failed: max |diff| {cmp.max_abs:.1e} (limit {MAX_ABS_DIFF:.0e}), top-1 agreement "
             f"{cmp.agreement:.2%} on {parity.inputs} {split} inputs: the exported graph does not compute what the model does"

@@ -363,12 +363,17 @@ def _preprocess(fp32_path: Path, work: Path, quantization):
     import onnx
 
     out = work / "pre.onnx"
-    for options in ({}, {"skip_symbolic_shape": True}):
-        try:
-            quantization.quant_pre_process(str(fp32_path), str(out), **options)
-            return onnx.load(str(out))
-        except Exception:  # noqa: BLE001 - an optional step
-            continue
+    here = os.getcwd()
+    os.chdir(work)  # its shape inference writes temporary files into the current folder
+    try:
+        for options in ({}, {"skip_symbolic_shape": True}):
+            try:
+                quantization.quant_pre_process(str(fp32_path.resolve()), str(out.resolve()), **options)
+                return onnx.load(str(out))
+            except Exception:  # noqa: BLE001 - an optional step
+                continue
+    finally:
+        os.chdir(here)
     return None
 
 

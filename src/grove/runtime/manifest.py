@@ -128,10 +128,8 @@ class Manifest(_Strict):
     parity: Parity
     int8: Int8 | None = None
 
-    def runtime_file(self, int8: bool | None = None) -> str:
-        """The graph to run: the int8 one when there is one (or int8=True asks for it), else fp32."""
-        if int8 is None:
-            int8 = self.int8 is not None
+    def runtime_file(self, int8: bool = False) -> str:
+        """The graph to run: fp32, which answers as the run does, or the int8 one when asked for."""
         if int8 and self.int8 is None:
             raise GroveError("this export has no int8 graph: export again with --int8")
         return self.int8.file if int8 else self.file
@@ -154,6 +152,13 @@ def check_digest(folder, manifest: Manifest, name: str) -> None:
     expected = manifest.sha256.get(name)
     if expected is not None and path.is_file() and file_digest(path) != expected:
         raise GroveError(f"{path} is not the graph export wrote (its SHA-256 differs from {MANIFEST}): export the run again")
+
+
+def check_export_dir(path) -> None:
+    """A folder holding an exported graph but no manifest is a damaged export, not a run."""
+    folder = Path(path)
+    if not (folder / MANIFEST).exists() and any((folder / name).is_file() for name in ("model.onnx", "model.pt2")):
+        raise GroveError(f"{folder / MANIFEST} is missing: the export folder is damaged; export the run again")
 
 
 def is_export_dir(path) -> bool:

@@ -39,9 +39,11 @@ class ExportedPredictor(PredictorBase):
         self._output_names = [t.name for t in manifest.outputs]
 
     @classmethod
-    def load(cls, folder, threads: int | None = None, int8: bool | None = None) -> "ExportedPredictor":
-        """The export in `folder`, running its int8 graph when it has one (int8=False: the fp32
-        one) on `threads` intra-op threads (default: the physical cores)."""
+    def load(cls, folder, threads: int | None = None, int8: bool = False) -> "ExportedPredictor":
+        """The export in `folder`, running its fp32 graph (int8=True: the int8 one, which answers
+        slightly differently, and for dynamic int8 a little differently in every batch, since its
+        activation scales come from the batch) on `threads` intra-op threads (default: the
+        physical cores)."""
         folder = Path(folder)
         manifest = read_manifest(folder)
         _check_preprocess(folder, manifest)
@@ -59,6 +61,10 @@ class ExportedPredictor(PredictorBase):
 
     def _run(self, **feeds: np.ndarray) -> dict[str, np.ndarray]:
         # Feeds go in the graph's input order (a pt2 program takes them by position).
+        missing = [name for name in self._input_names if name not in feeds]
+        if missing:
+            raise GroveError(f"{self.folder / MANIFEST} does not fit this export's task ({self.task} has no input "
+                             f"{missing[0]!r}): the folder is damaged; export the run again")
         outputs = self.session.run({name: feeds[name] for name in self._input_names})
         return dict(zip(self._output_names, outputs))
 

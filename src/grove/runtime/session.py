@@ -59,6 +59,7 @@ class OnnxSession:
         state = ort.capi.onnxruntime_pybind11_state
         failures = (state.NoSuchFile, state.InvalidProtobuf, state.InvalidGraph, state.Fail, state.NoModel,
                     state.InvalidArgument, state.NotImplemented, state.RuntimeException)
+        self.failures = failures
         try:
             self.session = ort.InferenceSession(str(path), options, providers=providers)
         except failures as err:
@@ -71,7 +72,13 @@ class OnnxSession:
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return self.session.run(None, feeds)
+        try:
+            return self.session.run(None, feeds)
+        # The runtime decodes inputs as export.json says; a graph that refuses them means the
+        # manifest was edited (an image size, a layer count) or belongs to another graph.
+        except self.failures as err:
+            raise GroveError(f"{self.path} refused its inputs ({_status(err)}: {_detail(err)}): the export folder's "
+                             "export.json does not describe this graph; export the run again") from None
 
 
 class Pt2Session:
@@ -130,6 +137,12 @@ def _status(err: Exception) -> str:
     # "[ONNXRuntimeError] : 7 : INVALID_PROTOBUF : Load model from ... failed: ..." -> "INVALID_PROTOBUF"
     found = re.search(r":\s*\d+\s*:\s*([A-Z_]+)\s*:", str(err))
     return found.group(1).lower().replace("_", " ") if found else type(err).__name__
+
+
+def _detail(err: Exception) -> str:
+    # "[ONNXRuntimeError] : 2 : INVALID_ARGUMENT : Got invalid dimensions for input: image ..." -> "Got invalid ..."
+    text = " ".join(str(err).split())
+    return re.sub(r"^\[ONNXRuntimeError\]\s*:\s*\d+\s*:\s*[A-Z_]+\s*:\s*", "", text)[:200]
 
 
 def _first_line(err: BaseException) -> str:
