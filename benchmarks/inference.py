@@ -451,7 +451,7 @@ def main() -> None:
           f"native bf16: {'yes' if bf16 else 'no'} ({bf16_why}); "
           f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(default)')}")
     print(f"models: {', '.join(keys)}; "
-          + (f"runs given" if args.runs else f"trained {args.train_steps} steps each into {work}") + "\n")
+          + ("runs given" if args.runs else f"trained {args.train_steps} steps each into {work}") + "\n")
 
     results = []
     try:

@@ -23,7 +23,6 @@ import warnings
 from contextlib import contextmanager
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from grove import __version__
@@ -265,7 +264,6 @@ def _replace(stage: Path, out: Path) -> None:
         old = out.with_name(f".{out.name}.old-{os.getpid()}")
         os.replace(out, old)
     os.replace(stage, out)
-    out.mkdir(exist_ok=True)  # staging_dir's cleanup expects nothing; the folder now lives at `out`
     if old is not None:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -276,25 +274,20 @@ def _quantize(loaded: LoadedRun, spec: GraphSpec, stage: Path, fp32: Path, input
     from grove.export.quantize import int8_mode, quantize
 
     mode = int8_mode(loaded.model, loaded.model.example_input(2))
-    calibration = []
-    if mode == "static":
+    calibration, calibrated = None, 0
+    if mode == "static":  # activation ranges from training inputs, fed 16 at a time
         _, batch = _held_out_batch(loaded, CALIBRATION_INPUTS, "train")
-        calibration = [dict(zip(spec.input_names, (x.numpy() for x in graph_inputs(loaded.meta.task, loaded.meta.modality, batch))))]
-        calibration = _split_feeds(calibration[0], 16)
-    quantize(fp32, stage / INT8_FILE, mode, calibration or None)
+        feeds = [x.numpy() for x in graph_inputs(loaded.meta.task, loaded.meta.modality, batch)]
+        calibrated = len(feeds[0])
+        calibration = [dict(zip(spec.input_names, (x[i : i + 16] for x in feeds))) for i in range(0, calibrated, 16)]
+    quantize(fp32, stage / INT8_FILE, mode, calibration)
     int8_run = _runner(stage / INT8_FILE, "onnx", spec, threads)
     parity = check_parity(spec, loaded.meta.task, loaded.meta.modality, inputs, int8_run, split, enforce=False)
     before = _graph_metrics(loaded, spec, _runner(fp32, "onnx", spec, threads))
     after = _graph_metrics(loaded, spec, int8_run)
-    return Int8(mode=mode, file=INT8_FILE, calibration_inputs=sum(len(next(iter(f.values()))) for f in calibration),
-                parity=parity,
-                split=before.pop("split"), before=before, after={k: v for k, v in after.items() if k != "split"},
+    return Int8(mode=mode, file=INT8_FILE, calibration_inputs=calibrated, parity=parity, split=before.pop("split"),
+                before=before, after={k: v for k, v in after.items() if k != "split"},
                 warnings=_int8_warnings(before, after))
-
-
-def _split_feeds(feeds: dict[str, np.ndarray], size: int) -> list[dict[str, np.ndarray]]:
-    n = len(next(iter(feeds.values())))
-    return [{k: v[i : i + size] for k, v in feeds.items()} for i in range(0, n, size)]
 
 
 def _graph_metrics(loaded: LoadedRun, spec: GraphSpec, run) -> dict:
