@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs grove into .venv (created if missing) with the tested versions in constraints.txt.
 #   bash scripts/install.sh          grove and its runtime dependencies
-#   bash scripts/install.sh test     plus the test tools, the optional extras (deploy) and test resources
+#   bash scripts/install.sh test     plus the test tools, the optional extras (deploy, serve) and test resources
 # Torch: a torch already in .venv is kept (on a GPU machine, install a CUDA build there first, see
 # README); otherwise the pinned version is installed first, so no dependency can pull another
 # build. GROVE_TORCH_INDEX=<index url> picks the index it comes from (e.g. PyTorch's CPU index).
@@ -21,7 +21,7 @@ if ! "$py" -c "import torch" 2>/dev/null; then
 fi
 
 if [ "$extra" = "test" ]; then
-  pip_install -c constraints.txt -e ".[test,deploy]"
+  pip_install -c constraints.txt -e ".[test,deploy,serve]"
   [ -f scripts/install-system-deps.sh ] && bash scripts/install-system-deps.sh
 else
   pip_install -c constraints.txt -e .

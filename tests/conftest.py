@@ -5,10 +5,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
+import soundfile as sf
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
+from grove.config import load_recipe, validate
+from grove.engine.loop import train
 from grove.rundir import RunDir
 
 
@@ -73,6 +78,133 @@ def same_final_weights(a: RunDir, b: RunDir) -> bool:
     x = load_file(a.checkpoint("last") / "model.safetensors")
     y = load_file(b.checkpoint("last") / "model.safetensors")
     return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+# -- tiny runs of every kind, shared by the tests of exports, the runtime and the server ----------
+CORPUS = (
+    "First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
+    "All:\nSpeak, speak.\n\n"
+    "First Citizen:\nYou are all resolved rather to die than to famish?\n\n"
+) * 20
+TINY = ["train.max_steps=2", "train.precision=fp32", "train.eval_every=null"]
+LM = ["model.n_embd=16", "data.batch_size=8", "optim.lr=0.01"]
+KINDS = ["image", "text", "keyword", "ctc", "gpt", "lstm"]
+WORDS = ["low", "mid", "high"]
+TRANSCRIPTS = ["hi", "ho", "oh hi"]
+
+
+def tone(freq, seconds, rate=16000):
+    """A fading tone in a little noise: like speech, no frequency band is silent (silent bands
+    put log-mel features at log(1e-6), where float rounding in two FFTs differs most)."""
+    t = np.arange(round(rate * seconds)) / rate
+    noise = np.random.default_rng(freq).normal(0, 0.02, len(t))
+    return (0.5 * np.sin(2 * np.pi * freq * t) * np.hanning(len(t)) + noise).astype(np.float32)
+
+
+def recipe_run(base, name: str, overrides: list[str]):
+    recipe, recipe_name = load_recipe(name, [f"run.dir={base}", *TINY, *overrides])
+    return train(recipe, recipe_name)["run"]
+
+
+def raw_run(base, raw: dict):
+    raw = {**raw, "run": {"dir": str(base)}, "train": {"max_steps": 2, "precision": "fp32", "eval_every": None}}
+    return train(validate(raw), "runtime-test")["run"]
+
+
+def keyword_folder(root):
+    for w, word in enumerate(WORDS):
+        for speaker in ("aa11", "bb22", "cc33", "dd44", "ee55"):
+            path = root / word / f"{speaker}_nohash_0.wav"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            sf.write(str(path), tone(300 * (w + 1) + len(speaker), 0.4), 16000)
+    return root
+
+
+def transcribed_folder(root):
+    (root / "wav").mkdir(parents=True)
+    rows = []
+    for i, text in enumerate(TRANSCRIPTS * 2):
+        sf.write(str(root / "wav" / f"{i}.wav"), tone(200 + 50 * i, 0.2 + 0.1 * len(text)), 16000)
+        rows.append(f"wav/{i}.wav,{text}")
+    for split in ("train.csv", "dev.csv"):
+        (root / split).write_text("path,transcript\n" + "\n".join(rows) + "\n")
+    return root
+
+
+class Runs(dict):
+    """kind -> (run directory, export folder), trained and exported on first use (a kind that
+    fails to export fails only the tests that use it)."""
+
+    def __init__(self, base):
+        super().__init__()
+        self.base = base
+        (base / "corpus").mkdir()
+        (base / "corpus" / "input.txt").write_text(CORPUS)
+
+    def __missing__(self, kind):
+        from grove.export import export_run
+
+        base, corpus = self.base, f"data.root={self.base / 'corpus'}"
+        if kind == "image":
+            run = recipe_run(base / kind, "digits-cnn", [])
+        elif kind == "text":
+            run = recipe_run(base / kind, "sentiment-demo-encoder", [
+                "model.n_layer=1", "model.n_head=2", "model.n_embd=16", "data.n_train=40", "data.n_val=8",
+                "data.n_test=8", "data.batch_size=8"])
+        elif kind == "keyword":
+            run = raw_run(base / kind, {
+                "model": {"name": "ds_cnn", "channels": 8, "n_blocks": 1},
+                "data": {"name": "audio_folder", "root": str(keyword_folder(base / "clips")), "clip_seconds": 0.5,
+                         "val_fraction": 0.2, "test_fraction": 0.2, "batch_size": 3},
+            })
+        elif kind == "ctc":
+            run = raw_run(base / kind, {
+                "task": "ctc",
+                "model": {"name": "conv_rnn_ctc", "channels": 4, "hidden": 8, "layers": 1},
+                "data": {"name": "audio_manifest", "root": str(transcribed_folder(base / "utterances")), "batch_size": 2},
+            })
+        elif kind == "gpt":
+            run = recipe_run(base / kind, "shakespeare-char-gpt", [
+                corpus, *LM, "model.n_layer=1", "model.n_head=2", "data.block_size=8"])
+        else:
+            run = recipe_run(base / kind, "shakespeare-char-lstm", [
+                corpus, *LM, "model.n_hidden=16", "model.n_layers=1", "data.rows=4", "data.bptt=8"])
+        self[kind] = run, export_run(run, out=base / f"{kind}-export")[0]
+        return self[kind]
+
+
+@pytest.fixture(scope="session")
+def tiny_runs(tmp_path_factory):
+    """kind -> (run directory, export folder) of a tiny run, trained and exported on first use,
+    once for the whole test session (kinds: image, text, keyword, ctc, gpt, lstm)."""
+    return Runs(tmp_path_factory.mktemp("tiny-runs"))
+
+
+@pytest.fixture(scope="session")
+def tiny_samples(tmp_path_factory):
+    """kind -> inputs a user would pass: image files and arrays, texts, WAV files at other rates."""
+    from sklearn.datasets import load_digits
+
+    base = tmp_path_factory.mktemp("inputs")
+    digits = load_digits()
+    images = []
+    for i in range(6):
+        path = base / f"digit{i}.png"
+        # larger than 8x8 and not square: exercises the resize and center crop
+        Image.fromarray((digits.images[i] * 255 / 16).round().astype(np.uint8)).resize((11, 9)).save(path)
+        images.append(str(path))
+    waves = []
+    for i, (freq, rate, seconds) in enumerate([(300, 16000, 0.3), (620, 22050, 0.9), (930, 8000, 0.5)]):
+        path = base / f"clip{i}.wav"
+        sf.write(str(path), tone(freq, seconds, rate), rate)
+        waves.append(str(path))
+    return {
+        "image": images,
+        "text": ["a great film , i loved it", "the plot was not good", "terrible phone"],
+        "keyword": waves,
+        "ctc": waves,
+    }
+
 
 
 def _resources() -> dict[str, str | None]:

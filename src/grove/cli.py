@@ -86,6 +86,21 @@ def parser() -> argparse.ArgumentParser:
     x.add_argument("--threads", type=positive, help="ONNX Runtime threads for the parity and int8 checks")
     x.set_defaults(run=cmd_export)
 
+    v = sub.add_parser("serve", help="an HTTP server (REST API with dynamic batching, demo page) for runs and exports")
+    v.add_argument("paths", nargs="+", metavar="[NAME=]RUN_OR_EXPORT", help="run directories or export folders")
+    v.add_argument("--host", default="127.0.0.1", help="address to listen on (default: this machine only)")
+    v.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    v.add_argument("--max-batch", type=positive, default=32, help="inputs per forward pass, at most")
+    v.add_argument("--max-delay-ms", type=float, default=5.0, help="how long a request may wait for its batch to fill")
+    v.add_argument("--queue", type=positive, default=256, help="inputs waiting per model before 503")
+    v.add_argument("--timeout", type=float, default=30.0, help="seconds until a request gets 504")
+    v.add_argument("--max-upload-mb", type=float, default=10.0, help="largest request body")
+    v.add_argument("--api-key-env", metavar="NAME", help="require the API key held in this environment variable")
+    v.add_argument("--device", help="run directories only: auto (default), cpu, cuda, cuda:N")
+    v.add_argument("--int8", action="store_true", help="export folders only: run their int8 graphs")
+    v.add_argument("--threads", type=positive, help="CPU threads per model (default: ONNX Runtime the physical cores)")
+    v.set_defaults(run=cmd_serve)
+
     sub.add_parser("recipes", help="list the built-in recipes").set_defaults(run=cmd_recipes)
     sub.add_parser("models", help="list the registered models").set_defaults(run=cmd_models)
     sub.add_parser("datasets", help="list the registered data sets").set_defaults(run=cmd_datasets)
@@ -248,6 +263,22 @@ def cmd_export(args) -> int:
         for warning in q.warnings:
             print(f"warning: {warning}")
     print(f"export folder: {folder}")
+    return 0
+
+
+def cmd_serve(args) -> int:
+    try:
+        from grove.serve import serve
+        from grove.serve.app import Limits
+    except ImportError as err:
+        raise GroveError(f"grove serve needs the serve extra ({err.name} is missing): pip install 'grove[serve]'") from None
+
+    if not args.timeout > 0 or not args.max_upload_mb > 0:
+        raise GroveError("--timeout and --max-upload-mb must be above 0")
+    limits = Limits(max_body=int(args.max_upload_mb * (1 << 20)), timeout=args.timeout)
+    serve(args.paths, host=args.host, port=args.port, max_batch=args.max_batch, max_delay_ms=args.max_delay_ms,
+          queue=args.queue, api_key_env=args.api_key_env, limits=limits, threads=args.threads, device=args.device,
+          int8=args.int8)
     return 0
 
 

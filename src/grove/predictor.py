@@ -28,6 +28,7 @@ class Predictor(PredictorBase):
         self.run = loaded
         self.model = loaded.model
         self.meta = loaded.meta
+        self.recipe = loaded.meta.recipe
         self.data = loaded.meta.data
         self.task = loaded.meta.task
         self.classes: list[str] = loaded.classes
@@ -41,8 +42,20 @@ class Predictor(PredictorBase):
         return cls(load_run(run_dir, checkpoint, device or "auto"))
 
     # -- classification and transcription --------------------------------------------------------
+    def input_info(self) -> dict:
+        d = self.data
+        if self.task == "lm":
+            config = getattr(self.model, "config", None)  # a GPT sees block_size tokens; an RNN any number
+            return {"kind": "prompt", "context_tokens": getattr(config, "block_size", None)}
+        if self.modality == "image":
+            return {"kind": "image", "size": d["load_size"], "channels": d["channels"]}
+        if self.modality == "audio":
+            clip = None if d.get("kind") == "transcription" else d["clip_seconds"]
+            return {"kind": "audio", "sample_rate": d["sample_rate"], "clip_seconds": clip}
+        return {"kind": "text", "max_tokens": d["max_len"]}
+
     @torch.no_grad()
-    def _predict_batch(self, items: list, top: int, beam_width: int) -> list:
+    def predict_batch(self, items: list, top: int, beam_width: int) -> list:
         if self.task == "ctc":
             transcripts = []
             for clip in items:  # one at a time: no padding to mask, and beam search is per utterance

@@ -15,160 +15,35 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import run_grove
-from grove.config import load_recipe, validate
-from grove.engine.loop import train
+from conftest import KINDS, run_grove
 
 pytestmark = pytest.mark.e2e
 sf = pytest.importorskip("soundfile")
 pytest.importorskip("onnxruntime")
 
-CORPUS = (
-    "First Citizen:\nBefore we proceed any further, hear me speak.\n\n"
-    "All:\nSpeak, speak.\n\n"
-    "First Citizen:\nYou are all resolved rather to die than to famish?\n\n"
-) * 20
-TINY = ["train.max_steps=2", "train.precision=fp32", "train.eval_every=null"]
-LM = ["model.n_embd=16", "data.batch_size=8", "optim.lr=0.01"]
-KINDS = ["image", "text", "keyword", "ctc", "gpt", "lstm"]
-WORDS = ["low", "mid", "high"]
-TRANSCRIPTS = ["hi", "ho", "oh hi"]
-
-
-def tone(freq, seconds, rate=16000):
-    """A fading tone in a little noise: like speech, no frequency band is silent (silent bands
-    put log-mel features at log(1e-6), where float rounding in two FFTs differs most)."""
-    t = np.arange(round(rate * seconds)) / rate
-    noise = np.random.default_rng(freq).normal(0, 0.02, len(t))
-    return (0.5 * np.sin(2 * np.pi * freq * t) * np.hanning(len(t)) + noise).astype(np.float32)
-
-
-def recipe_run(base, name: str, overrides: list[str]):
-    recipe, recipe_name = load_recipe(name, [f"run.dir={base}", *TINY, *overrides])
-    return train(recipe, recipe_name)["run"]
-
-
-def raw_run(base, raw: dict):
-    raw = {**raw, "run": {"dir": str(base)}, "train": {"max_steps": 2, "precision": "fp32", "eval_every": None}}
-    return train(validate(raw), "runtime-test")["run"]
-
-
-def keyword_folder(root):
-    for w, word in enumerate(WORDS):
-        for speaker in ("aa11", "bb22", "cc33", "dd44", "ee55"):
-            path = root / word / f"{speaker}_nohash_0.wav"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            sf.write(str(path), tone(300 * (w + 1) + len(speaker), 0.4), 16000)
-    return root
-
-
-def transcribed_folder(root):
-    (root / "wav").mkdir(parents=True)
-    rows = []
-    for i, text in enumerate(TRANSCRIPTS * 2):
-        sf.write(str(root / "wav" / f"{i}.wav"), tone(200 + 50 * i, 0.2 + 0.1 * len(text)), 16000)
-        rows.append(f"wav/{i}.wav,{text}")
-    for split in ("train.csv", "dev.csv"):
-        (root / split).write_text("path,transcript\n" + "\n".join(rows) + "\n")
-    return root
-
-
-class Runs(dict):
-    """kind -> (run directory, export folder), trained and exported on first use, once per module
-    (a kind that fails to export fails only the tests that use it)."""
-
-    def __init__(self, base):
-        super().__init__()
-        self.base = base
-        (base / "corpus").mkdir()
-        (base / "corpus" / "input.txt").write_text(CORPUS)
-
-    def __missing__(self, kind):
-        from grove.export import export_run
-
-        base, corpus = self.base, f"data.root={self.base / 'corpus'}"
-        if kind == "image":
-            run = recipe_run(base / kind, "digits-cnn", [])
-        elif kind == "text":
-            run = recipe_run(base / kind, "sentiment-demo-encoder", [
-                "model.n_layer=1", "model.n_head=2", "model.n_embd=16", "data.n_train=40", "data.n_val=8",
-                "data.n_test=8", "data.batch_size=8"])
-        elif kind == "keyword":
-            run = raw_run(base / kind, {
-                "model": {"name": "ds_cnn", "channels": 8, "n_blocks": 1},
-                "data": {"name": "audio_folder", "root": str(keyword_folder(base / "clips")), "clip_seconds": 0.5,
-                         "val_fraction": 0.2, "test_fraction": 0.2, "batch_size": 3},
-            })
-        elif kind == "ctc":
-            run = raw_run(base / kind, {
-                "task": "ctc",
-                "model": {"name": "conv_rnn_ctc", "channels": 4, "hidden": 8, "layers": 1},
-                "data": {"name": "audio_manifest", "root": str(transcribed_folder(base / "utterances")), "batch_size": 2},
-            })
-        elif kind == "gpt":
-            run = recipe_run(base / kind, "shakespeare-char-gpt", [
-                corpus, *LM, "model.n_layer=1", "model.n_head=2", "data.block_size=8"])
-        else:
-            run = recipe_run(base / kind, "shakespeare-char-lstm", [
-                corpus, *LM, "model.n_hidden=16", "model.n_layers=1", "data.rows=4", "data.bptt=8"])
-        self[kind] = run, export_run(run, out=base / f"{kind}-export")[0]
-        return self[kind]
-
-
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    return Runs(tmp_path_factory.mktemp("runtime"))
-
-
-@pytest.fixture(scope="module")
-def samples(tmp_path_factory):
-    """kind -> inputs a user would pass: image files and arrays, texts, WAV files at other rates."""
-    from sklearn.datasets import load_digits
-
-    base = tmp_path_factory.mktemp("inputs")
-    digits = load_digits()
-    images = []
-    for i in range(6):
-        path = base / f"digit{i}.png"
-        # larger than 8x8 and not square: exercises the resize and center crop
-        Image.fromarray((digits.images[i] * 255 / 16).round().astype(np.uint8)).resize((11, 9)).save(path)
-        images.append(str(path))
-    waves = []
-    for i, (freq, rate, seconds) in enumerate([(300, 16000, 0.3), (620, 22050, 0.9), (930, 8000, 0.5)]):
-        path = base / f"clip{i}.wav"
-        sf.write(str(path), tone(freq, seconds, rate), rate)
-        waves.append(str(path))
-    return {
-        "image": images,
-        "text": ["a great film , i loved it", "the plot was not good", "terrible phone"],
-        "keyword": waves,
-        "ctc": waves,
-    }
-
-
 def fresh_python(code: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=120)
 
 
-def test_exports_run_in_a_process_that_never_imports_torch(runs, samples):
+def test_exports_run_in_a_process_that_never_imports_torch(tiny_runs, tiny_samples):
     """Each modality and both kinds of language model, one after the other in one fresh
     interpreter, with sys.modules checked after each; then `grove predict` and `grove generate`."""
-    exports = {kind: str(runs[kind][1]) for kind in KINDS}
+    exports = {kind: str(tiny_runs[kind][1]) for kind in KINDS}
     result = fresh_python(f"""
         import json, sys
         import grove
         from grove.cli import main
 
-        exports, samples = {json.dumps(exports)}, {json.dumps(samples)}
+        exports, tiny_samples = {json.dumps(exports)}, {json.dumps(tiny_samples)}
         answers = {{}}
         for kind, folder in exports.items():
             predictor = grove.load(folder, threads=1)
             if kind in ("gpt", "lstm"):
                 answers[kind] = "".join(predictor.generate("Fir", max_new_tokens=12, temperature=0))
             else:
-                answers[kind] = predictor.predict(samples[kind], top=2)
+                answers[kind] = predictor.predict(tiny_samples[kind], top=2)
             assert "torch" not in sys.modules, kind + " imported torch"
-        assert main(["predict", exports["image"], samples["image"][0], "--threads", "1"]) == 0
+        assert main(["predict", exports["image"], tiny_samples["image"][0], "--threads", "1"]) == 0
         assert main(["generate", exports["gpt"], "--prompt", "Fir", "--max-new-tokens", "3", "--seed", "0"]) == 0
         assert "torch" not in sys.modules, "the CLI imported torch"
         print(json.dumps(answers))
@@ -176,15 +51,15 @@ def test_exports_run_in_a_process_that_never_imports_torch(runs, samples):
     assert result.returncode == 0, result.stderr
     *printed, last = result.stdout.splitlines()
     answers = json.loads(last)
-    assert printed[0].startswith(samples["image"][0] + ": ") and printed[1].startswith("Fir")
+    assert printed[0].startswith(tiny_samples["image"][0] + ": ") and printed[1].startswith("Fir")
     assert len(answers["image"]) == 6 and len(answers["image"][0]) == 2
     assert all(isinstance(t, str) for t in answers["ctc"]) and len(answers["gpt"]) >= 1
 
 
-def eager_and_exported(runs, kind):
+def eager_and_exported(tiny_runs, kind):
     import grove
 
-    run, folder = runs[kind]
+    run, folder = tiny_runs[kind]
     return grove.load(run), grove.load(folder, threads=1)
 
 
@@ -196,35 +71,35 @@ def assert_same_rankings(eager, exported):
 
 
 @pytest.mark.parametrize("kind", ["image", "text", "keyword"])
-def test_classifiers_give_the_eager_answers(runs, samples, kind):
-    eager, exported = eager_and_exported(runs, kind)
+def test_classifiers_give_the_eager_answers(tiny_runs, tiny_samples, kind):
+    eager, exported = eager_and_exported(tiny_runs, kind)
     assert (exported.task, exported.modality, exported.classes) == (eager.task, eager.modality, eager.classes)
-    assert_same_rankings(eager.predict(samples[kind], top=3), exported.predict(samples[kind], top=3))
-    one = samples[kind][0]
+    assert_same_rankings(eager.predict(tiny_samples[kind], top=3), exported.predict(tiny_samples[kind], top=3))
+    one = tiny_samples[kind][0]
     assert_same_rankings(eager.predict(one), exported.predict(one))  # a lone input is a batch of one
 
 
-def test_images_as_arrays_pil_images_and_tensors(runs, samples):
+def test_images_as_arrays_pil_images_and_tensors(tiny_runs, tiny_samples):
     import torch
 
-    eager, exported = eager_and_exported(runs, "image")
-    arrays = [np.array(Image.open(p)) for p in samples["image"][:3]]
-    pil = [Image.open(p) for p in samples["image"][3:]]
+    eager, exported = eager_and_exported(tiny_runs, "image")
+    arrays = [np.array(Image.open(p)) for p in tiny_samples["image"][:3]]
+    pil = [Image.open(p) for p in tiny_samples["image"][3:]]
     tensor = torch.from_numpy(arrays[0])[None]  # (1, H, W), as CxHxW
     assert_same_rankings(eager.predict(arrays + pil), exported.predict(arrays + pil))
     assert_same_rankings(eager.predict(tensor), exported.predict(tensor))
 
 
-def test_transcripts_are_the_eager_ones_greedy_and_beam(runs, samples):
-    eager, exported = eager_and_exported(runs, "ctc")
+def test_transcripts_are_the_eager_ones_greedy_and_beam(tiny_runs, tiny_samples):
+    eager, exported = eager_and_exported(tiny_runs, "ctc")
     for beam_width in (0, 1, 8):
-        assert exported.predict(samples["ctc"], beam_width=beam_width) == eager.predict(samples["ctc"], beam_width=beam_width)
+        assert exported.predict(tiny_samples["ctc"], beam_width=beam_width) == eager.predict(tiny_samples["ctc"], beam_width=beam_width)
     assert exported.classes == eager.classes
 
 
 @pytest.mark.parametrize("kind", ["gpt", "lstm"])
-def test_greedy_generation_is_the_eager_text(runs, kind):
-    eager, exported = eager_and_exported(runs, kind)
+def test_greedy_generation_is_the_eager_text(tiny_runs, kind):
+    eager, exported = eager_and_exported(tiny_runs, kind)
     # 40 new tokens from a 3-token prompt run the gpt's block of 8 full and then slide it.
     options = dict(max_new_tokens=40, temperature=0, seed=0)
     pieces = list(exported.generate("Fir", **options))
@@ -233,12 +108,12 @@ def test_greedy_generation_is_the_eager_text(runs, kind):
 
 
 @pytest.mark.parametrize("kind", ["gpt", "lstm"])
-def test_step_by_step_logits_are_the_eager_models(runs, kind):
+def test_step_by_step_logits_are_the_eager_models(tiny_runs, kind):
     """Fed the same tokens, the exported state (a KV cache that fills, then a block of 8 that
     slides and is recomputed; or an LSTM state) gives the eager logits at every step."""
     import torch
 
-    eager, exported = eager_and_exported(runs, kind)
+    eager, exported = eager_and_exported(tiny_runs, kind)
     ids = eager.tokenizer.encode("First Citizen:\nBefore we proceed", add_special_tokens=False)
     new, eager_state, state = ids[:3], None, None
     with torch.no_grad():
@@ -249,10 +124,10 @@ def test_step_by_step_logits_are_the_eager_models(runs, kind):
             new = [token]
 
 
-def test_sampling_follows_the_seed_and_reports_bad_options(runs):
+def test_sampling_follows_the_seed_and_reports_bad_options(tiny_runs):
     from grove.errors import GroveError
 
-    _, exported = eager_and_exported(runs, "gpt")
+    _, exported = eager_and_exported(tiny_runs, "gpt")
     sampled = ["".join(exported.generate("Fir", max_new_tokens=20, top_k=5, top_p=0.9, seed=s)) for s in (1, 1, 2)]
     assert sampled[0] == sampled[1] != sampled[2] and len(sampled[0]) == 20
     with pytest.raises(GroveError, match="top_p must be in"):
@@ -263,41 +138,41 @@ def test_sampling_follows_the_seed_and_reports_bad_options(runs):
         exported.predict(["Fir"])
 
 
-def test_unreadable_inputs_are_errors_in_their_place(runs, samples, tmp_path):
+def test_unreadable_inputs_are_errors_in_their_place(tiny_runs, tiny_samples, tmp_path):
     from grove.errors import GroveError
 
     bad = tmp_path / "bad.png"
     bad.write_bytes(b"not an image")
-    _, exported = eager_and_exported(runs, "image")
-    results = exported.predict_each([samples["image"][0], bad])
+    _, exported = eager_and_exported(tiny_runs, "image")
+    results = exported.predict_each([tiny_samples["image"][0], bad])
     assert isinstance(results[1], GroveError) and str(bad) in str(results[1]) and len(results[0]) == 5
     with pytest.raises(GroveError, match="cannot read image"):
         exported.predict([bad])
 
 
-def test_threads_reach_onnx_runtime_and_torch(runs, samples, capsys):
+def test_threads_reach_onnx_runtime_and_torch(tiny_runs, tiny_samples, capsys):
     import torch
 
     import grove
     from grove.cli import main
 
-    options = grove.load(runs["image"][1], threads=1).session.session.get_session_options()
+    options = grove.load(tiny_runs["image"][1], threads=1).session.session.get_session_options()
     assert options.intra_op_num_threads == 1 and options.inter_op_num_threads == 1
     before = torch.get_num_threads()
     try:
-        assert main(["predict", str(runs["image"][0]), samples["image"][0], "--threads", "1"]) == 0
+        assert main(["predict", str(tiny_runs["image"][0]), tiny_samples["image"][0], "--threads", "1"]) == 0
         assert torch.get_num_threads() == 1  # a run directory predicts on PyTorch
     finally:
         torch.set_num_threads(before)
-    assert capsys.readouterr().out.startswith(samples["image"][0] + ": ")
+    assert capsys.readouterr().out.startswith(tiny_samples["image"][0] + ": ")
 
 
-def test_the_export_command_prints_parity_int8_figures_and_the_folder(runs, monkeypatch, capsys):
+def test_the_export_command_prints_parity_int8_figures_and_the_folder(tiny_runs, monkeypatch, capsys):
     import grove.export
     from grove.cli import main
     from grove.runtime.manifest import Int8, read_manifest
 
-    folder = runs["image"][1]
+    folder = tiny_runs["image"][1]
     manifest = read_manifest(folder)
     calls = []
 
@@ -318,7 +193,7 @@ def test_the_export_command_prints_parity_int8_figures_and_the_folder(runs, monk
                          after={"loss": 0.6, "accuracy": 0.87}, warnings=["int8 accuracy 0.8700 is 3.0 points below"])
     assert main(["export", "RUN", "--int8"]) == 0
     assert capsys.readouterr().out.splitlines()[1:3] == [
-        "int8 (static): loss 0.5000 -> 0.6000, accuracy 0.9000 -> 0.8700 on test (`grove predict EXPORT_DIR --int8` runs it)",
+        "int8 (static): loss 0.5000 -> 0.6000, accuracy 0.9000 -> 0.8700 on test (`grove predict EXPORT_DIR --int8` tiny_runs it)",
         "warning: int8 accuracy 0.8700 is 3.0 points below",
     ]
 
@@ -331,12 +206,12 @@ def test_export_mistakes_are_one_line(capsys):
     assert err.startswith("error: --int8") and err.count("\n") == 1
 
 
-def test_the_int8_graph_runs_when_there_is_one(runs, tmp_path):
+def test_the_int8_graph_runs_when_there_is_one(tiny_runs, tmp_path):
     from grove.errors import GroveError
     from grove.runtime.manifest import Int8, read_manifest, write_manifest
     from grove.runtime.predictor import ExportedPredictor
 
-    folder = runs["image"][1]
+    folder = tiny_runs["image"][1]
     with pytest.raises(GroveError, match="no int8 graph: export again with --int8"):
         ExportedPredictor.load(folder, int8=True)
     copy = tmp_path / "export"
@@ -368,45 +243,45 @@ def damaged(tmp_path, folder, file, change):
     ],
     ids=["truncated-graph", "changed-weights", "truncated-manifest", "tampered-manifest", "renamed-input"],
 )
-def test_a_damaged_export_is_one_error_line(runs, samples, tmp_path, file, change, message):
-    copy = damaged(tmp_path, runs["image"][1], file, change)
-    result = run_grove("predict", copy, samples["image"][0])
+def test_a_damaged_export_is_one_error_line(tiny_runs, tiny_samples, tmp_path, file, change, message):
+    copy = damaged(tmp_path, tiny_runs["image"][1], file, change)
+    result = run_grove("predict", copy, tiny_samples["image"][0])
     assert result.returncode == 2
     assert result.stderr.startswith("error: ") and message in result.stderr and "export the run again" in result.stderr
     assert result.stderr.count("\n") == 1, result.stderr
 
 
 @pytest.mark.parametrize("change", [lambda b: b[: len(b) // 3], lambda b: b"\x00garbage" + b[64:]], ids=["truncated", "garbage"])
-def test_a_broken_graph_without_a_digest_is_one_error_line(runs, samples, tmp_path, change):
+def test_a_broken_graph_without_a_digest_is_one_error_line(tiny_runs, tiny_samples, tmp_path, change):
     """Manifests of other writers may carry no digests: ONNX Runtime's refusal is then the one line."""
-    copy = damaged(tmp_path, runs["image"][1], "model.onnx", change)
+    copy = damaged(tmp_path, tiny_runs["image"][1], "model.onnx", change)
     manifest = json.loads((copy / "export.json").read_text())
     (copy / "export.json").write_text(json.dumps({**manifest, "sha256": {}}))
-    result = run_grove("predict", copy, samples["image"][0])
+    result = run_grove("predict", copy, tiny_samples["image"][0])
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert "model.onnx is not a graph ONNX Runtime can load" in result.stderr and "export the run again" in result.stderr
 
 
-def test_an_edited_manifest_that_no_longer_fits_the_graph_is_one_line(runs, samples, tmp_path):
+def test_an_edited_manifest_that_no_longer_fits_the_graph_is_one_line(tiny_runs, tiny_samples, tmp_path):
     import re
 
-    copy = damaged(tmp_path, runs["image"][1], "export.json",
+    copy = damaged(tmp_path, tiny_runs["image"][1], "export.json",
                    lambda b: re.sub(rb'"size": (\d+)', lambda m: b'"size": %d' % (int(m.group(1)) + 1), b))
-    result = run_grove("predict", copy, samples["image"][0])
+    result = run_grove("predict", copy, tiny_samples["image"][0])
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
     assert "refused its inputs" in result.stderr and "export the run again" in result.stderr
 
 
-def test_an_export_folder_that_lost_its_manifest_says_so(runs, samples, tmp_path):
-    copy = damaged(tmp_path, runs["image"][1], "model.onnx", lambda b: b)
+def test_an_export_folder_that_lost_its_manifest_says_so(tiny_runs, tiny_samples, tmp_path):
+    copy = damaged(tmp_path, tiny_runs["image"][1], "model.onnx", lambda b: b)
     (copy / "export.json").unlink()
-    result = run_grove("predict", copy, samples["image"][0])
+    result = run_grove("predict", copy, tiny_samples["image"][0])
     assert result.returncode == 2 and "export.json is missing" in result.stderr and "export the run again" in result.stderr
 
 
-def test_run_options_on_an_export_folder_are_refused(runs, samples):
+def test_run_options_on_an_export_folder_are_refused(tiny_runs, tiny_samples):
     for option in (["--device", "cuda"], ["--checkpoint", "last"]):
-        result = run_grove("predict", runs["image"][1], samples["image"][0], *option)
+        result = run_grove("predict", tiny_runs["image"][1], tiny_samples["image"][0], *option)
         assert result.returncode == 2 and "are for run directories" in result.stderr, result.stderr
-    result = run_grove("predict", runs["image"][0], samples["image"][0], "--int8")
-    assert result.returncode == 2 and "--int8 runs an export folder's int8 graph" in result.stderr
+    result = run_grove("predict", tiny_runs["image"][0], tiny_samples["image"][0], "--int8")
+    assert result.returncode == 2 and "--int8 tiny_runs an export folder's int8 graph" in result.stderr

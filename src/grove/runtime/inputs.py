@@ -4,8 +4,8 @@ grove.data.image and grove.data.audio read their files through these functions (
 arrays as tensors), so a training image, an eager prediction and an exported one are decoded
 by the same code:
 
-    read_image(x, size, channels)  path / PIL image / HxW(xC) uint8 array -> uint8 (C, size, size)
-    read_audio(path, sample_rate)  WAV/FLAC/OGG -> float32 mono (L,), resampled
+    read_image(x, size, channels)  path / bytes / PIL image / HxW(xC) uint8 array -> uint8 (C, size, size)
+    read_audio(x, sample_rate)     WAV/FLAC/OGG path or bytes -> float32 mono (L,), resampled
     resample(wave, orig, new)      band-limited (Kaiser-windowed sinc), (..., L)
     fix_length(wave, length)       zeros appended, or the loudest window kept
 """
@@ -13,6 +13,7 @@ by the same code:
 from __future__ import annotations
 
 import functools
+import io
 import math
 import os
 from pathlib import Path
@@ -23,6 +24,10 @@ from grove.errors import GroveError
 
 # A file whose peak stays below this (about -80 dBFS) carries no usable speech.
 SILENT_PEAK = 1e-4
+# Larger images are refused before they are decoded (a small compressed file can hold a huge one).
+MAX_PIXELS = 64_000_000
+# Audio given as bytes (an upload) is refused past this length before it is decoded.
+MAX_UPLOAD_SECONDS = 600
 # Outputs computed per block of the resampler: bounds its temporary memory to ~16 MB.
 _RESAMPLE_BLOCK = 1 << 22
 
@@ -32,11 +37,14 @@ _RESAMPLE_BLOCK = 1 << 22
 
 
 def read_image(image, size: int, channels: int) -> np.ndarray:
-    """A path, PIL image or HxW(xC) array -> uint8 (channels, size, size), as training decoded it."""
+    """A path, encoded bytes (an upload), PIL image or HxW(xC) array -> uint8 (channels, size, size),
+    as training decoded it."""
     from PIL import Image
 
     if isinstance(image, (str, Path)):
         return load_image(image, size, channels)
+    if isinstance(image, (bytes, bytearray)):
+        return load_image(io.BytesIO(image), size, channels, name="the uploaded image")
     if isinstance(image, np.ndarray):
         array = image.astype(np.uint8)
         image = Image.fromarray(array[..., 0] if array.ndim == 3 and array.shape[-1] == 1 else array)
@@ -45,19 +53,26 @@ def read_image(image, size: int, channels: int) -> np.ndarray:
     return image_to_array(image, size, channels)
 
 
-def load_image(path, size: int, channels: int) -> np.ndarray:
-    """uint8 (channels, size, size) from an image file; one-line GroveError if it cannot be read."""
+def load_image(path, size: int, channels: int, name: str | None = None) -> np.ndarray:
+    """uint8 (channels, size, size) from an image file (or a binary file object, called `name` in
+    messages); one-line GroveError if it cannot be read."""
     from PIL import Image
 
+    name = name or f"image {path}"
     try:
         with Image.open(path) as im:
+            if im.width * im.height > MAX_PIXELS:
+                raise GroveError(f"cannot read {name}: it is {im.width}x{im.height} pixels, more than the "
+                                 f"{MAX_PIXELS // 1_000_000} megapixels grove decodes; resize it first")
             # JPEG can decode at 1/2, 1/4 or 1/8 scale for free while staying >= size on each side.
             im.draft("L" if channels == 1 else "RGB", (size, size))
             return image_to_array(im, size, channels)
+    except GroveError:
+        raise
     # Pillow reports bad files with many types (OSError, SyntaxError, struct.error, EOFError ...);
     # any of them means this file is unusable, not that grove has a bug.
     except Exception as e:
-        raise GroveError(f"cannot read image {path}: {_image_reason(e)}") from None
+        raise GroveError(f"cannot read {name}: {_image_reason(e)}") from None
 
 
 def image_to_array(im, size: int, channels: int) -> np.ndarray:
@@ -99,27 +114,38 @@ def load_soundfile():
 
 
 def read_audio(path, sample_rate: int) -> np.ndarray:
-    """float32 mono (L,) at `sample_rate` from a WAV/FLAC/OGG file (channels averaged, resampled).
+    """float32 mono (L,) at `sample_rate` from a WAV/FLAC/OGG file, or its bytes (an upload, at
+    most MAX_UPLOAD_SECONDS long); channels averaged, resampled.
 
     Raises a one-line GroveError for a file that is unreadable, empty or silent.
     """
     sf = load_soundfile()
-    if not os.path.isfile(path):
+    if isinstance(path, (bytes, bytearray)):
+        source, name = io.BytesIO(path), "the uploaded audio"
+    elif not os.path.isfile(path):
         raise GroveError(f"cannot read audio {path}: no such file")
+    else:
+        source, name = str(path), f"audio {path}"
     try:
-        data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+        with sf.SoundFile(source) as f:
+            if isinstance(source, io.BytesIO) and f.frames > MAX_UPLOAD_SECONDS * f.samplerate:
+                raise GroveError(f"cannot read {name}: it lasts {f.frames / f.samplerate:.0f} s, more than the "
+                                 f"{MAX_UPLOAD_SECONDS} s an upload may; cut it first")
+            data, rate = f.read(dtype="float32", always_2d=True), f.samplerate
+    except GroveError:
+        raise
     # libsndfile reports bad files as LibsndfileError (a RuntimeError), others as OSError or
     # ValueError: all of them mean this file is unusable, not that grove has a bug.
     except Exception as e:
-        raise GroveError(f"cannot read audio {path}: {_audio_reason(e)}") from None
+        raise GroveError(f"cannot read {name}: {_audio_reason(e)}") from None
     if data.shape[0] == 0:
-        raise GroveError(f"cannot read audio {path}: it has no samples")
+        raise GroveError(f"cannot read {name}: it has no samples")
     mono = data.mean(axis=1) if data.shape[1] > 1 else data[:, 0]
     peak = float(np.abs(mono).max())
     if not math.isfinite(peak):
-        raise GroveError(f"cannot read audio {path}: it contains NaN or infinite samples")
+        raise GroveError(f"cannot read {name}: it contains NaN or infinite samples")
     if peak < SILENT_PEAK:
-        raise GroveError(f"cannot read audio {path}: it is silent (peak {peak:.1e})")
+        raise GroveError(f"cannot read {name}: it is silent (peak {peak:.1e})")
     wave = np.ascontiguousarray(mono)
     return resample(wave, rate, sample_rate) if rate != sample_rate else wave
 

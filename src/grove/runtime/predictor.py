@@ -33,6 +33,7 @@ class ExportedPredictor(PredictorBase):
         self.session = session
         self.tokenizer = tokenizer
         self.task = manifest.task
+        self.recipe = manifest.recipe
         self.classes: list[str] = manifest.classes
         self.modality = manifest.modality
         self._input_names = [t.name for t in manifest.inputs]
@@ -69,7 +70,20 @@ class ExportedPredictor(PredictorBase):
         return dict(zip(self._output_names, outputs))
 
     # -- classification and transcription --------------------------------------------------------
-    def _predict_batch(self, items: list, top: int, beam_width: int) -> list:
+    def input_info(self) -> dict:
+        pre = self.manifest.preprocess
+        if self.task == "lm":
+            g = self.manifest.generation
+            return {"kind": "prompt", "context_tokens": g.block_size}
+        if self.modality == "image":
+            return {"kind": "image", "size": pre.image.size, "channels": pre.image.channels}
+        if self.modality == "audio":
+            a = pre.audio
+            clip = None if a.clip_samples is None else a.clip_samples / a.sample_rate
+            return {"kind": "audio", "sample_rate": a.sample_rate, "clip_seconds": clip}
+        return {"kind": "text", "max_tokens": pre.text.max_len}
+
+    def predict_batch(self, items: list, top: int, beam_width: int) -> list:
         if self.task == "ctc":
             transcripts = []
             for wave in items:  # one at a time: no padding to mask, and beam search is per utterance

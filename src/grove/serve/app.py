@@ -1,0 +1,509 @@
+"""The HTTP API of `grove serve`: a FastAPI app over one ModelWorker per model. Torch-free.
+
+    GET  /v1/models                        the models: task, classes, what each takes
+    POST /v1/models/{name}/predict         texts as JSON; images or audio as multipart or raw bytes
+    POST /v1/models/{name}/generate        JSON; "stream": true answers with server-sent events
+    GET  /healthz  /readyz  /metrics       liveness, readiness (false while draining), Prometheus
+    GET  /openapi.json                     this API's schema
+    GET  /                                 the demo page
+
+Every error is JSON, {"error": "what is wrong and what to do"}, with its status: 400 unreadable
+input or bad option, 401 missing or wrong API key, 404 unknown model, 413 too large, 415 wrong
+content type, 422 a body that does not fit the schema, 503 queue full or shutting down (with
+Retry-After), 504 not answered in time. Uploads are read into memory up to the size limit and
+decoded there: nothing from a request is written to disk or unpickled.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import time
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Literal
+
+from fastapi import Depends, FastAPI, Path, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi.staticfiles import StaticFiles
+from pydantic import BaseModel, Field, ValidationError
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
+
+from grove import __version__
+from grove.errors import GroveError
+from grove.serve.batching import DeadlineExceeded, ModelWorker, QueueFull
+
+# Content types a predict request may carry, beside JSON.
+RAW_TYPES = {
+    "image": ("image/png", "image/jpeg", "image/bmp", "image/gif", "image/webp", "image/tiff"),
+    "audio": ("audio/wav", "audio/x-wav", "audio/wave", "audio/flac", "audio/ogg"),
+}
+OPEN_PATHS = {"/", "/healthz", "/readyz"}  # no API key needed (the page holds nothing of the models)
+RETRY_AFTER = "1"  # seconds, for 503
+
+
+@dataclass
+class Limits:
+    max_body: int = 10 << 20  # bytes of one request body
+    max_inputs: int = 64  # inputs in one predict request
+    max_text: int = 10_000  # characters of one text or prompt
+    max_new_tokens: int = 1024
+    timeout: float = 30.0  # seconds until a request is answered (504 after)
+
+
+@dataclass
+class ServerState:
+    workers: dict[str, ModelWorker]
+    limits: Limits = field(default_factory=Limits)
+    api_key: str | None = None
+    draining: bool = False
+    in_flight: int = 0
+
+
+# -- schemas -------------------------------------------------------------------------------------
+class PredictBody(BaseModel):
+    inputs: list[str] = Field(min_length=1, description="texts to classify (text models)")
+    top_k: int = Field(5, ge=1, le=1000, description="labels per input, most probable first")
+    beam_width: int = Field(8, ge=0, le=64, description="CTC beam width (0: greedy)")
+
+
+class Label(BaseModel):
+    label: str
+    probability: float
+
+
+class Prediction(BaseModel):
+    top: list[Label] | None = Field(None, description="classifiers: the most probable labels")
+    transcript: str | None = Field(None, description="transcription models: what was said")
+
+
+class PredictResponse(BaseModel):
+    model: str
+    results: list[Prediction]
+
+
+class GenerateBody(BaseModel):
+    prompt: str = Field(min_length=1)
+    max_new_tokens: int = Field(200, ge=1)
+    temperature: float = Field(0.8, ge=0, le=100, description="0 picks the most probable token")
+    top_k: int | None = Field(None, ge=1)
+    top_p: float | None = Field(None, gt=0, le=1)
+    seed: int | None = Field(None, ge=0, lt=2**63)
+    stream: bool = Field(False, description="answer with server-sent events, one per piece of text")
+
+
+class GenerateResponse(BaseModel):
+    model: str
+    prompt: str
+    text: str = Field(description="the continuation, without the prompt")
+
+
+class ModelInfo(BaseModel):
+    name: str
+    task: Literal["classification", "ctc", "lm"]
+    modality: Literal["image", "audio", "text"]
+    source: Literal["run", "export"]
+    classes: list[str]
+    input: dict = Field(description="what the model takes: kind (image, audio, text, prompt) and its sizes")
+    endpoints: list[str]
+
+
+class ModelList(BaseModel):
+    models: list[ModelInfo]
+
+
+class ErrorBody(BaseModel):
+    error: str
+
+
+class Health(BaseModel):
+    status: str
+
+
+def error(status: int, message: str, **headers) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers or None)
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str):
+        self.status, self.message = status, message
+
+
+ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 413, 415, 422, 503, 504)}
+
+
+# -- the app -------------------------------------------------------------------------------------
+def create_app(state: ServerState) -> FastAPI:
+    names = sorted(state.workers)
+    app = FastAPI(
+        title="grove serve", version=__version__, docs_url=None, redoc_url=None,
+        description="Predictions and generation from grove runs and exports.",
+        lifespan=_lifespan(state),
+    )
+    app.state.grove = state
+    metrics = Metrics(state)
+    app.add_middleware(Gate, state=state, metrics=metrics)
+    bearer = HTTPBearer(auto_error=False, description="the server's API key (--api-key-env)")
+
+    def authorized(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+        if state.api_key is None:
+            return
+        given = credentials.credentials if credentials is not None else ""
+        if not hmac.compare_digest(given.encode(), state.api_key.encode()):
+            raise ApiError(401, "this server needs its API key: send the header 'Authorization: Bearer KEY'")
+
+    def worker(name: str) -> ModelWorker:
+        if name not in state.workers:
+            from grove.errors import did_you_mean
+
+            raise ApiError(404, f"no model named {name!r}{did_you_mean(name, names)}; GET /v1/models lists them")
+        return state.workers[name]
+
+    model_name = Path(description="a model's name, from GET /v1/models", json_schema_extra={"enum": names})
+
+    @app.exception_handler(ApiError)
+    async def _api_error(request, exc: ApiError):
+        return error(exc.status, exc.message, **({"Retry-After": RETRY_AFTER} if exc.status == 503 else {}))
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid(request, exc: RequestValidationError):
+        return error(422, "the request does not fit the schema: " + _explain(exc.errors()))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request, exc: StarletteHTTPException):
+        return error(exc.status_code, str(exc.detail))
+
+    @app.get("/healthz", response_model=Health, tags=["health"])
+    async def healthz():
+        """The process is up (it answers even while a long batch runs)."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", response_model=Health, responses={503: {"model": Health}}, tags=["health"])
+    async def readyz():
+        """Ready for requests; 503 while the server drains before it stops."""
+        if state.draining:
+            return JSONResponse({"status": "draining"}, status_code=503, headers={"Retry-After": RETRY_AFTER})
+        return {"status": "ready"}
+
+    @app.get("/metrics", response_class=PlainTextResponse, dependencies=[Depends(authorized)],
+             responses={401: {"model": ErrorBody}}, tags=["health"])
+    async def prometheus():
+        """Prometheus metrics: requests by status, latency, batch sizes, queue depth."""
+        return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
+
+    @app.get("/v1/models", response_model=ModelList, dependencies=[Depends(authorized)],
+             responses={401: {"model": ErrorBody}}, tags=["models"])
+    async def list_models():
+        """The models this server serves."""
+        return {"models": [_info(state.workers[n]) for n in names]}
+
+    @app.get("/v1/models/{name}", response_model=ModelInfo, dependencies=[Depends(authorized)],
+             responses={401: {"model": ErrorBody}, 404: {"model": ErrorBody}}, tags=["models"])
+    async def model_info(name: str = model_name):
+        """One model: its task, classes and what it takes."""
+        return _info(worker(name))
+
+    @app.post("/v1/models/{name}/predict", response_model=PredictResponse, response_model_exclude_none=True,
+              dependencies=[Depends(authorized)], responses=ERRORS, tags=["models"],
+              openapi_extra={"requestBody": _predict_body_schema()})
+    async def predict(
+        request: Request,
+        name: str = model_name,
+        top_k: int = Query(5, ge=1, le=1000, description="labels per input (multipart and raw bodies)"),
+        beam_width: int = Query(8, ge=0, le=64, description="CTC beam width, 0 greedy (multipart and raw bodies)"),
+    ):
+        """Top-k labels or the transcript of each input. Text models take JSON
+        `{"inputs": [...]}` (or one text/plain text); image and audio models take files as
+        multipart/form-data (any number of parts) or one file as the raw body."""
+        w = worker(name)
+        if w.predictor.task == "lm":
+            raise ApiError(400, f"model {name!r} is a language model: POST /v1/models/{name}/generate")
+        raw_inputs, top_k, beam_width = await _predict_inputs(request, w, state.limits, top_k, beam_width)
+        # Files are decoded on a worker thread (the event loop stays free), beside the model's thread.
+        items = await run_in_threadpool(_read_all, w.predictor, raw_inputs)
+        results = await _answer(w.predict(items, top_k, beam_width, _timeout(request, state.limits)))
+        key = "transcript" if w.predictor.task == "ctc" else "top"
+        rows = [r if key == "transcript" else [{"label": lab, "probability": p} for lab, p in r] for r in results]
+        return {"model": name, "results": [{key: row} for row in rows]}
+
+    @app.post("/v1/models/{name}/generate", response_model=GenerateResponse, dependencies=[Depends(authorized)],
+              responses={**ERRORS, 200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
+                                         "description": "the continuation; with stream: server-sent events "
+                                                        "`data: {\"text\": piece}`, then `event: done`"}},
+              tags=["models"])
+    async def generate(body: GenerateBody, request: Request, name: str = model_name):
+        """Continue a prompt with a language model; `stream: true` sends each piece as it is made."""
+        w = worker(name)
+        if w.predictor.task != "lm":
+            raise ApiError(400, f"model {name!r} does not generate text: POST /v1/models/{name}/predict")
+        limits = state.limits
+        if len(body.prompt) > limits.max_text:
+            raise ApiError(413, f"the prompt has {len(body.prompt)} characters; this server takes at most {limits.max_text}")
+        if body.max_new_tokens > limits.max_new_tokens:
+            raise ApiError(413, f"max_new_tokens is {body.max_new_tokens}; this server makes at most {limits.max_new_tokens}")
+        options = body.model_dump(exclude={"prompt", "stream"})
+        pieces = await _answer(w.generate(body.prompt, options, _timeout(request, limits)))
+        if not body.stream:
+            text = "".join([piece async for piece in pieces])
+            return {"model": name, "prompt": body.prompt, "text": text}
+
+        async def events():
+            text = []
+            try:
+                async for piece in pieces:
+                    text.append(piece)
+                    yield f"data: {json.dumps({'text': piece})}\n\n"
+            except GroveError as err:
+                yield f"event: error\ndata: {json.dumps({'error': str(err)})}\n\n"
+                return
+            yield f"event: done\ndata: {json.dumps({'text': ''.join(text)})}\n\n"
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    static = resources.files("grove.serve") / "static"
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def demo():
+        return HTMLResponse((static / "index.html").read_text(encoding="utf-8"))
+
+    app.mount("/static", StaticFiles(directory=str(static)), name="static")
+    return app
+
+
+def _lifespan(state: ServerState):
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(app):
+        for w in state.workers.values():
+            w.start()
+        yield
+        for w in state.workers.values():
+            await w.stop()
+
+    return lifespan
+
+
+def _info(w: ModelWorker) -> dict:
+    p = w.predictor
+    endpoint = "generate" if p.task == "lm" else "predict"
+    return {"name": w.name, "task": p.task, "modality": p.modality, "source": p.source, "classes": p.classes,
+            "input": p.input_info(), "endpoints": [f"/v1/models/{w.name}/{endpoint}"]}
+
+
+def _read_all(predictor, raw_inputs: list) -> list:
+    """Each input as predict_batch takes it; 400 for the first that cannot be read."""
+    items = []
+    for i, raw in enumerate(raw_inputs):
+        try:
+            items.append(predictor.read(raw))
+        except GroveError as err:
+            where = f"input {i}: " if len(raw_inputs) > 1 else ""
+            raise ApiError(400, f"{where}{err}") from None
+    return items
+
+
+def _timeout(request: Request, limits: Limits) -> float:
+    """The server's timeout, or less when the client asks (header X-Request-Timeout, seconds)."""
+    asked = request.headers.get("x-request-timeout")
+    if asked is None:
+        return limits.timeout
+    try:
+        value = float(asked)
+    except ValueError:
+        raise ApiError(400, f"X-Request-Timeout must be a number of seconds; got {asked!r}") from None
+    if not value > 0:
+        raise ApiError(400, f"X-Request-Timeout must be above 0 seconds; got {asked!r}")
+    return min(value, limits.timeout)
+
+
+async def _answer(call):
+    """Await a worker call, turning its refusals into HTTP errors."""
+    try:
+        return await call
+    except QueueFull as err:
+        raise ApiError(503, f"{err}: retry shortly") from None
+    except DeadlineExceeded as err:
+        raise ApiError(504, str(err)) from None
+    except GroveError as err:
+        raise ApiError(400, str(err)) from None
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The request body, refused (413) past `limit` bytes before more is read."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, f"the body is {int(declared)} bytes; this server takes at most {limit} (--max-upload-mb)")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, f"the body is over {limit} bytes, the most this server takes (--max-upload-mb)")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _predict_inputs(request: Request, w: ModelWorker, limits: Limits, top_k: int, beam_width: int):
+    """(raw inputs: texts or file bytes, top_k, beam_width) from a predict request's body."""
+    modality = w.predictor.modality
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    body = await _read_body(request, limits.max_body)
+    if ctype == "application/json":
+        if modality != "text":
+            raise ApiError(415, f"model {w.name!r} takes {modality} files: send them as multipart/form-data or as the "
+                                f"raw body ({', '.join(RAW_TYPES[modality][:2])}, application/octet-stream)")
+        try:
+            parsed = PredictBody.model_validate_json(body)
+        except ValidationError as err:
+            if any(e["type"] == "json_invalid" for e in err.errors()):
+                raise ApiError(400, f"the body is not valid JSON: {err.errors()[0]['msg']}") from None
+            raise ApiError(422, "the request does not fit the schema: " + _explain(err.errors())) from None
+        inputs, top_k, beam_width = parsed.inputs, parsed.top_k, parsed.beam_width
+    elif ctype == "multipart/form-data":
+        inputs = await _multipart(request, body, modality, limits)
+    elif modality == "text" and ctype == "text/plain":
+        inputs = [_decode_text(body)]
+    elif modality != "text" and (ctype in RAW_TYPES[modality] or ctype == "application/octet-stream"):
+        inputs = [body]
+    else:
+        wanted = ("application/json, text/plain or multipart/form-data" if modality == "text" else
+                  f"multipart/form-data, {', '.join(RAW_TYPES[modality])} or application/octet-stream")
+        raise ApiError(415, f"model {w.name!r} cannot take {ctype or 'a body without Content-Type'}: send {wanted}")
+    if not inputs:
+        raise ApiError(422, "the request has no inputs: send at least one")
+    if len(inputs) > limits.max_inputs:
+        raise ApiError(413, f"the request has {len(inputs)} inputs; this server takes at most {limits.max_inputs} at once")
+    for text in inputs:
+        if isinstance(text, str) and len(text) > limits.max_text:
+            raise ApiError(413, f"a text has {len(text)} characters; this server takes at most {limits.max_text}")
+    return inputs, top_k, beam_width
+
+
+async def _multipart(request: Request, body: bytes, modality: str, limits: Limits) -> list:
+    """Files (image/audio models) or text fields (text models), in order; nothing is kept on disk
+    under the names the client gave."""
+    async def stream():
+        yield body
+
+    try:
+        form = await MultiPartParser(request.headers, stream(), max_files=limits.max_inputs,
+                                     max_fields=limits.max_inputs, max_part_size=limits.max_body).parse()
+    except MultiPartException as err:
+        raise ApiError(400, f"the multipart body cannot be read: {err.message}") from None
+    try:
+        inputs = []
+        for _, value in form.multi_items():
+            if isinstance(value, str):
+                if modality == "text":
+                    inputs.append(value)
+            elif modality != "text":
+                inputs.append(await value.read())
+            else:
+                inputs.append(_decode_text(await value.read()))
+        return inputs
+    finally:
+        await form.close()
+
+
+def _decode_text(data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, "the text is not UTF-8") from None
+
+
+def _explain(errors) -> str:
+    parts = []
+    for e in errors[:3]:
+        where = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
+        parts.append(f"{where}: {e['msg']}" if where else e["msg"])
+    return "; ".join(parts)
+
+
+# -- the gate every request passes: draining, in-flight count, metrics ---------------------------
+class Gate:
+    """Pure ASGI middleware (it sees a streamed response to its end): refuses new requests with
+    503 while draining, counts requests in flight, and records each one's status and latency."""
+
+    def __init__(self, app, state: ServerState, metrics: "Metrics"):
+        self.app, self.state, self.metrics = app, state, metrics
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        path = scope["path"]
+        if self.state.draining and path not in ("/healthz", "/readyz"):
+            response = error(503, "the server is shutting down: send the request to another instance",
+                             **{"Retry-After": RETRY_AFTER})
+            self.metrics.observe(scope, 503, 0.0)
+            return await response(scope, receive, send)
+        status = 500
+        start = time.perf_counter()
+
+        async def send_and_watch(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        self.state.in_flight += 1
+        try:
+            await self.app(scope, receive, send_and_watch)
+        finally:
+            self.state.in_flight -= 1
+            self.metrics.observe(scope, status, time.perf_counter() - start)
+
+
+class Metrics:
+    """Prometheus metrics in the server's own registry."""
+
+    def __init__(self, state: ServerState):
+        from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, disable_created_metrics
+
+        disable_created_metrics()  # no *_created series: they double the output and no dashboard reads them
+        self.registry = CollectorRegistry()
+        self.requests = Counter("grove_requests", "HTTP requests by route and status code",
+                                ["route", "code"], registry=self.registry)
+        self.latency = Histogram("grove_request_seconds", "Time to answer a request, to its last byte", ["route"],
+                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+                                 registry=self.registry)
+        batch = Histogram("grove_batch_size", "Inputs per forward pass", ["model"],
+                          buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=self.registry)
+        depth = Gauge("grove_queue_depth", "Inputs waiting plus generations under way", ["model"], registry=self.registry)
+        for name, w in state.workers.items():
+            w.on_batch = batch.labels(model=name).observe
+            depth.labels(model=name).set_function(lambda w=w: w.depth)
+
+    def observe(self, scope, status: int, seconds: float) -> None:
+        route = scope.get("route")
+        # The route's template (/v1/models/{name}/predict), so unknown paths cannot grow the label set.
+        label = getattr(route, "path", None) or ("/static" if scope["path"].startswith("/static/") else "other")
+        self.requests.labels(route=label, code=str(status)).inc()
+        self.latency.labels(route=label).observe(seconds)
+
+    def render(self) -> str:
+        from prometheus_client import generate_latest
+
+        return generate_latest(self.registry).decode()
+
+
+def _predict_body_schema() -> dict:
+    binary = {"schema": {"type": "string", "format": "binary"}}
+    files = {"type": "object", "properties": {
+        "file": {"type": "array", "items": {"type": "string", "format": "binary"},
+                 "description": "image or audio files (image and audio models)"},
+        "text": {"type": "array", "items": {"type": "string"}, "description": "texts (text models)"},
+    }}
+    content = {
+        "application/json": {"schema": PredictBody.model_json_schema()},
+        "multipart/form-data": {"schema": files},
+        "text/plain": {"schema": {"type": "string"}},
+        "application/octet-stream": binary,
+    }
+    for types in RAW_TYPES.values():
+        content.update({t: binary for t in types})
+    return {"required": True, "content": content}
