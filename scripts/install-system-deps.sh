@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # System packages grove's speech data needs: espeak-ng (the offline spoken_words and
 # spoken_digit_sequences data sets) and libsndfile (audio files, when the soundfile wheel does
-# not bundle it). Installs only what is missing; safe to run again.
+# not bundle it); and Debian's chromium, the browser the demo page's tests drive through
+# playwright (tests/serve/test_demo.py). Installs only what is missing; safe to run again.
 #   bash scripts/install-system-deps.sh
 set -euo pipefail
 
 missing=()
 command -v espeak-ng >/dev/null 2>&1 || missing+=(espeak-ng)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)
 # soundfile's wheels bundle libsndfile on x86_64/arm64 Linux, macOS and Windows; elsewhere it
 # loads the system library.
 repo="$(cd "$(dirname "$0")/.." && pwd)"

@@ -21,7 +21,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Literal
+from typing import Annotated, Literal
 
 from fastapi import Depends, FastAPI, Path, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -66,9 +66,10 @@ class ServerState:
 
 # -- schemas -------------------------------------------------------------------------------------
 class PredictBody(BaseModel):
-    inputs: list[str] = Field(min_length=1, description="texts to classify (text models)")
+    """A text model's JSON body."""
+
+    inputs: list[Annotated[str, Field(min_length=1, pattern=r"\S")]] = Field(min_length=1, description="texts to classify")
     top_k: int = Field(5, ge=1, le=1000, description="labels per input, most probable first")
-    beam_width: int = Field(8, ge=0, le=64, description="CTC beam width (0: greedy)")
 
 
 class Label(BaseModel):
@@ -133,11 +134,13 @@ class ApiError(Exception):
         self.status, self.message = status, message
 
 
-ERRORS = {code: {"model": ErrorBody} for code in (400, 401, 404, 413, 415, 422, 503, 504)}
+ERRORS = {code: {"model": ErrorBody} for code in (400, 413, 415, 422, 503, 504)}
 
 
 # -- the app -------------------------------------------------------------------------------------
 def create_app(state: ServerState) -> FastAPI:
+    """The app. Each model gets operations of its own in the schema (its content types, its
+    options), so a client generated from /openapi.json knows what every model takes."""
     names = sorted(state.workers)
     app = FastAPI(
         title="grove serve", version=__version__, docs_url=None, redoc_url=None,
@@ -150,11 +153,13 @@ def create_app(state: ServerState) -> FastAPI:
     bearer = HTTPBearer(auto_error=False, description="the server's API key (--api-key-env)")
 
     def authorized(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
-        if state.api_key is None:
-            return
         given = credentials.credentials if credentials is not None else ""
         if not hmac.compare_digest(given.encode(), state.api_key.encode()):
             raise ApiError(401, "this server needs its API key: send the header 'Authorization: Bearer KEY'")
+
+    # Without a key the schema declares no security: it describes the server as it runs.
+    guarded = [Depends(authorized)] if state.api_key is not None else []
+    unauthorized = {401: {"model": ErrorBody}} if guarded else {}
 
     def worker(name: str) -> ModelWorker:
         if name not in state.workers:
@@ -162,8 +167,6 @@ def create_app(state: ServerState) -> FastAPI:
 
             raise ApiError(404, f"no model named {name!r}{did_you_mean(name, names)}; GET /v1/models lists them")
         return state.workers[name]
-
-    model_name = Path(description="a model's name, from GET /v1/models", json_schema_extra={"enum": names})
 
     @app.exception_handler(ApiError)
     async def _api_error(request, exc: ApiError):
@@ -175,7 +178,7 @@ def create_app(state: ServerState) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request, exc: StarletteHTTPException):
-        return error(exc.status_code, str(exc.detail))
+        return error(exc.status_code, str(exc.detail), **(exc.headers or {}))  # e.g. Allow with a 405
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     async def healthz():
@@ -189,54 +192,37 @@ def create_app(state: ServerState) -> FastAPI:
             return JSONResponse({"status": "draining"}, status_code=503, headers={"Retry-After": RETRY_AFTER})
         return {"status": "ready"}
 
-    @app.get("/metrics", response_class=PlainTextResponse, dependencies=[Depends(authorized)],
-             responses={401: {"model": ErrorBody}}, tags=["health"])
+    @app.get("/metrics", response_class=PlainTextResponse, dependencies=guarded, responses=unauthorized,
+             tags=["health"])
     async def prometheus():
         """Prometheus metrics: requests by status, latency, batch sizes, queue depth."""
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
 
-    @app.get("/v1/models", response_model=ModelList, dependencies=[Depends(authorized)],
-             responses={401: {"model": ErrorBody}}, tags=["models"])
+    @app.get("/v1/models", response_model=ModelList, dependencies=guarded, responses=unauthorized, tags=["models"])
     async def list_models():
         """The models this server serves."""
         return {"models": [_info(state.workers[n]) for n in names]}
 
-    @app.get("/v1/models/{name}", response_model=ModelInfo, dependencies=[Depends(authorized)],
-             responses={401: {"model": ErrorBody}, 404: {"model": ErrorBody}}, tags=["models"])
-    async def model_info(name: str = model_name):
+    @app.get("/v1/models/{name}", response_model=ModelInfo, dependencies=guarded,
+             responses={**unauthorized, 404: {"model": ErrorBody}}, tags=["models"])
+    async def model_info(name: str = Path(description="a model's name", json_schema_extra={"enum": names})):
         """One model: its task, classes and what it takes."""
         return _info(worker(name))
 
-    @app.post("/v1/models/{name}/predict", response_model=PredictResponse, response_model_exclude_none=True,
-              dependencies=[Depends(authorized)], responses=ERRORS, tags=["models"],
-              openapi_extra={"requestBody": _predict_body_schema()})
-    async def predict(
-        request: Request,
-        name: str = model_name,
-        top_k: int = Query(5, ge=1, le=1000, description="labels per input (multipart and raw bodies)"),
-        beam_width: int = Query(8, ge=0, le=64, description="CTC beam width, 0 greedy (multipart and raw bodies)"),
-    ):
-        """Top-k labels or the transcript of each input. Text models take JSON
-        `{"inputs": [...]}` (or one text/plain text); image and audio models take files as
-        multipart/form-data (any number of parts) or one file as the raw body."""
+    async def predict(name: str, request: Request, top_k: int, beam_width: int):
         w = worker(name)
         if w.predictor.task == "lm":
             raise ApiError(400, f"model {name!r} is a language model: POST /v1/models/{name}/generate")
-        raw_inputs, top_k, beam_width = await _predict_inputs(request, w, state.limits, top_k, beam_width)
+        raw_inputs, top_k = await _predict_inputs(request, w, state.limits, top_k)
         # Files are decoded on a worker thread (the event loop stays free), beside the model's thread.
         items = await run_in_threadpool(_read_all, w.predictor, raw_inputs)
         results = await _answer(w.predict(items, top_k, beam_width, _timeout(request, state.limits)))
-        key = "transcript" if w.predictor.task == "ctc" else "top"
-        rows = [r if key == "transcript" else [{"label": lab, "probability": p} for lab, p in r] for r in results]
-        return {"model": name, "results": [{key: row} for row in rows]}
+        if w.predictor.task == "ctc":
+            return {"model": name, "results": [{"transcript": text} for text in results]}
+        return {"model": name, "results": [{"top": [{"label": lab, "probability": p} for lab, p in row]}
+                                           for row in results]}
 
-    @app.post("/v1/models/{name}/generate", response_model=GenerateResponse, dependencies=[Depends(authorized)],
-              responses={**ERRORS, 200: {"content": {"text/event-stream": {"schema": {"type": "string"}}},
-                                         "description": "the continuation; with stream: server-sent events "
-                                                        "`data: {\"text\": piece}`, then `event: done`"}},
-              tags=["models"])
-    async def generate(body: GenerateBody, request: Request, name: str = model_name):
-        """Continue a prompt with a language model; `stream: true` sends each piece as it is made."""
+    async def generate(name: str, body: GenerateBody, request: Request):
         w = worker(name)
         if w.predictor.task != "lm":
             raise ApiError(400, f"model {name!r} does not generate text: POST /v1/models/{name}/predict")
@@ -263,6 +249,19 @@ def create_app(state: ServerState) -> FastAPI:
             yield f"event: done\ndata: {json.dumps({'text': ''.join(text)})}\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+    for name in names:
+        _add_model_routes(app, state.workers[name], predict, generate, guarded, unauthorized)
+
+    # Any other name: 404 (or 400 for the wrong endpoint of a served model), outside the schema.
+    @app.post("/v1/models/{name}/predict", include_in_schema=False, dependencies=guarded)
+    async def predict_other(request: Request, name: str, top_k: int = Query(5, ge=1, le=1000),
+                            beam_width: int = Query(8, ge=0, le=64)):
+        return await predict(name, request, top_k, beam_width)
+
+    @app.post("/v1/models/{name}/generate", include_in_schema=False, dependencies=guarded)
+    async def generate_other(body: GenerateBody, request: Request, name: str):
+        return await generate(name, body, request)
 
     static = resources.files("grove.serve") / "static"
 
@@ -347,8 +346,8 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _predict_inputs(request: Request, w: ModelWorker, limits: Limits, top_k: int, beam_width: int):
-    """(raw inputs: texts or file bytes, top_k, beam_width) from a predict request's body."""
+async def _predict_inputs(request: Request, w: ModelWorker, limits: Limits, top_k: int):
+    """(raw inputs: texts or file bytes, top_k) from a predict request's body."""
     modality = w.predictor.modality
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     body = await _read_body(request, limits.max_body)
@@ -362,7 +361,7 @@ async def _predict_inputs(request: Request, w: ModelWorker, limits: Limits, top_
             if any(e["type"] == "json_invalid" for e in err.errors()):
                 raise ApiError(400, f"the body is not valid JSON: {err.errors()[0]['msg']}") from None
             raise ApiError(422, "the request does not fit the schema: " + _explain(err.errors())) from None
-        inputs, top_k, beam_width = parsed.inputs, parsed.top_k, parsed.beam_width
+        inputs, top_k = parsed.inputs, parsed.top_k
     elif ctype == "multipart/form-data":
         inputs = await _multipart(request, body, modality, limits)
     elif modality == "text" and ctype == "text/plain":
@@ -380,7 +379,7 @@ async def _predict_inputs(request: Request, w: ModelWorker, limits: Limits, top_
     for text in inputs:
         if isinstance(text, str) and len(text) > limits.max_text:
             raise ApiError(413, f"a text has {len(text)} characters; this server takes at most {limits.max_text}")
-    return inputs, top_k, beam_width
+    return inputs, top_k
 
 
 async def _multipart(request: Request, body: bytes, modality: str, limits: Limits) -> list:
@@ -491,19 +490,56 @@ class Metrics:
         return generate_latest(self.registry).decode()
 
 
-def _predict_body_schema() -> dict:
+def _add_model_routes(app: FastAPI, w: ModelWorker, predict, generate, guarded: list, unauthorized: dict) -> None:
+    """POST /v1/models/NAME/predict or /generate, with the schema of what this model takes."""
+    name, p = w.name, w.predictor
+    what = {"image": "image", "audio": "audio clip", "text": "text"}[p.modality]
+    tags = [name]
+    if p.task == "lm":
+        @app.post(f"/v1/models/{name}/generate", response_model=GenerateResponse, dependencies=guarded, tags=tags,
+                  operation_id=f"generate_{name}", summary=f"Continue a prompt with {name}",
+                  responses={**ERRORS, **unauthorized, 200: {
+                      "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                      "description": 'the continuation; with "stream": true, server-sent events '
+                                     '`data: {"text": piece}`, then `event: done` with the whole text'}})
+        async def generate_route(body: GenerateBody, request: Request):
+            return await generate(name, body, request)
+
+        return
+    ctc = p.task == "ctc"
+    if ctc:
+        async def predict_route(request: Request, beam_width: int = Query(8, ge=0, le=64,
+                                                                         description="beam search width (0: greedy)")):
+            return await predict(name, request, 1, beam_width)
+    else:
+        async def predict_route(request: Request, top_k: int = Query(5, ge=1, le=1000, description=(
+                "labels per input, most probable first" + (" (a JSON body gives its own)" if p.modality == "text" else "")))):
+            return await predict(name, request, top_k, 0)
+
+    app.post(f"/v1/models/{name}/predict", response_model=PredictResponse, response_model_exclude_none=True,
+             dependencies=guarded, tags=tags, operation_id=f"predict_{name}",
+             summary=f"{'Transcribe' if ctc else 'Classify'} {what}s with {name}",
+             description=_predict_description(p), responses={**ERRORS, **unauthorized},
+             openapi_extra={"requestBody": _predict_body_schema(p.modality)})(predict_route)
+
+
+def _predict_description(p) -> str:
+    if p.modality == "text":
+        return 'JSON `{"inputs": ["a text", ...], "top_k": 5}`, one text/plain text, or multipart text fields.'
+    return (f"{p.modality.capitalize()} files as multipart/form-data (any number of parts), or one file as the raw "
+            "body. Files are decoded in memory; their names are ignored.")
+
+
+def _predict_body_schema(modality: str) -> dict:
+    if modality == "text":
+        return {"required": True, "content": {
+            "application/json": {"schema": PredictBody.model_json_schema()},
+            "text/plain": {"schema": {"type": "string", "minLength": 1, "pattern": r"\S"}},
+            "multipart/form-data": {"schema": {"type": "object", "required": ["text"], "properties": {
+                "text": {"type": "array", "minItems": 1, "items": {"type": "string", "minLength": 1, "pattern": r"\S"}}}}},
+        }}
     binary = {"schema": {"type": "string", "format": "binary"}}
-    files = {"type": "object", "properties": {
-        "file": {"type": "array", "items": {"type": "string", "format": "binary"},
-                 "description": "image or audio files (image and audio models)"},
-        "text": {"type": "array", "items": {"type": "string"}, "description": "texts (text models)"},
-    }}
-    content = {
-        "application/json": {"schema": PredictBody.model_json_schema()},
-        "multipart/form-data": {"schema": files},
-        "text/plain": {"schema": {"type": "string"}},
-        "application/octet-stream": binary,
-    }
-    for types in RAW_TYPES.values():
-        content.update({t: binary for t in types})
+    content = {"multipart/form-data": {"schema": {"type": "object", "required": ["file"], "properties": {
+        "file": {"type": "array", "minItems": 1, "items": {"type": "string", "format": "binary"}}}}},
+        **{t: binary for t in RAW_TYPES[modality]}, "application/octet-stream": binary}
     return {"required": True, "content": content}
