@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs grove into .venv (created if missing) with the tested versions in constraints.txt.
-#   bash scripts/install.sh          grove and its runtime dependencies
-#   bash scripts/install.sh test     plus the test tools, the optional extras (deploy, serve) and test resources
+#   bash scripts/install.sh              grove and its runtime dependencies
+#   bash scripts/install.sh deploy,serve plus those optional extras (deploy: export and the ONNX runtime;
+#                                        serve: the HTTP server)
+#   bash scripts/install.sh test         plus the test tools, every optional extra and the test resources
 # Torch: a torch already in .venv is kept (on a GPU machine, install a CUDA build there first, see
 # README); otherwise the pinned version is installed first, so no dependency can pull another
 # build. GROVE_TORCH_INDEX=<index url> picks the index it comes from (e.g. PyTorch's CPU index).
@@ -23,6 +25,8 @@ fi
 if [ "$extra" = "test" ]; then
   pip_install -c constraints.txt -e ".[test,deploy,serve]"
   [ -f scripts/install-system-deps.sh ] && bash scripts/install-system-deps.sh
+elif [ -n "$extra" ]; then
+  pip_install -c constraints.txt -e ".[$extra]"
 else
   pip_install -c constraints.txt -e .
 fi
