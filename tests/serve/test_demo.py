@@ -23,11 +23,9 @@ from PIL import Image
 
 from conftest import tone
 
-pytestmark = [pytest.mark.e2e]
+pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 pytest.importorskip("fastapi")
 CHROMIUM = shutil.which("chromium")
-if CHROMIUM is None:
-    pytest.skip("Debian's chromium is not installed (bash scripts/install-system-deps.sh)", allow_module_level=True)
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
 
 CHROMIUM_ARGS = [
@@ -36,7 +34,6 @@ CHROMIUM_ARGS = [
     # getUserMedia answers at once, with a fake microphone that beeps
     "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
 ]
-SCREENSHOTS = "/tmp"  # outside the repository: for a person to look at
 # Chromium logs every 4xx answer the page receives; the tests that provoke one allow it.
 HTTP_ERROR = "Failed to load resource: the server responded with a status of {}"
 
@@ -194,7 +191,7 @@ def test_image_shows_the_top_5_the_api_gives(demo, served, tmp_path):
     status, direct = api(served.url, "/v1/models/image/predict?top_k=5", path.read_bytes(), "image/png")
     assert status == 200, direct
     assert_bars_match(rows, direct["results"][0]["top"], [str(d) for d in range(10)])
-    page.screenshot(path=f"{SCREENSHOTS}/grove-demo-image.png", full_page=True)
+    page.screenshot(path=tmp_path / "demo-image.png", full_page=True)  # for a person to look at
 
     # the same file dropped on the drop zone, for the ONNX export of the same run
     demo.choose("image-onnx")
@@ -286,7 +283,7 @@ def test_recording_from_the_microphone_makes_a_wav_the_server_reads(demo, served
 
 
 @pytest.mark.timeout(120)
-def test_generation_streams_to_the_greedy_continuation(demo, served):
+def test_generation_streams_to_the_greedy_continuation(demo, served, tmp_path):
     page = demo.page
     demo.choose("gpt")
     assert page.is_visible("#prompt") and not page.is_visible("#text") and not page.is_visible("#file")
@@ -314,7 +311,7 @@ def test_generation_streams_to_the_greedy_continuation(demo, served):
     assert 2 <= pieces <= 20
     growing = {n for n in page.evaluate("window.lengths") if 0 < n < len(text)}
     assert len(growing) >= 2, page.evaluate("window.lengths")
-    page.screenshot(path=f"{SCREENSHOTS}/grove-demo-generation.png", full_page=True)
+    page.screenshot(path=tmp_path / "demo-generation.png", full_page=True)
 
 
 @pytest.mark.timeout(120)

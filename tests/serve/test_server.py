@@ -238,7 +238,7 @@ def test_api_key(start_server, tiny_runs):
     server = start_server(f"text={tiny_runs['text'][0]}", "--api-key-env", "GROVE_TEST_KEY",
                           env={"GROVE_TEST_KEY": "s3cret"})
     with httpx.Client(base_url=server.url, timeout=30) as c:
-        for path in ("/v1/models", "/metrics", "/v1/models/text"):
+        for path in ("/v1/models", "/metrics", "/v1/models/text", "/openapi.json"):
             for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": "s3cret"}):
                 response = c.get(path, headers=headers)
                 assert response.status_code == 401 and "API key" in response.json()["error"], (path, headers)
@@ -246,6 +246,8 @@ def test_api_key(start_server, tiny_runs):
         assert predict(c, "text", json={"inputs": ["x"]}).status_code == 401
         assert predict(c, "text", json={"inputs": ["x"]}, headers={"authorization": "Bearer s3cret"}).status_code == 200
         assert c.get("/healthz").status_code == c.get("/readyz").status_code == c.get("/").status_code == 200
+        schema = c.get("/openapi.json", headers={"authorization": "Bearer s3cret"}).json()
+        assert schema["paths"]["/v1/models/text/predict"]["post"]["security"] == [{"HTTPBearer": []}]
     assert server.stop() == 0
 
 

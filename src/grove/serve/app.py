@@ -4,7 +4,7 @@
     POST /v1/models/{name}/predict         texts as JSON; images or audio as multipart or raw bytes
     POST /v1/models/{name}/generate        JSON; "stream": true answers with server-sent events
     GET  /healthz  /readyz  /metrics       liveness, readiness (false while draining), Prometheus
-    GET  /openapi.json                     this API's schema
+    GET  /openapi.json                     this API's schema: one operation per model
     GET  /                                 the demo page
 
 Every error is JSON, {"error": "what is wrong and what to do"}, with its status: 400 unreadable
@@ -16,6 +16,7 @@ decoded there: nothing from a request is written to disk or unpickled.
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import time
@@ -143,7 +144,7 @@ def create_app(state: ServerState) -> FastAPI:
     options), so a client generated from /openapi.json knows what every model takes."""
     names = sorted(state.workers)
     app = FastAPI(
-        title="grove serve", version=__version__, docs_url=None, redoc_url=None,
+        title="grove serve", version=__version__, docs_url=None, redoc_url=None, openapi_url=None,
         description="Predictions and generation from grove runs and exports.",
         lifespan=_lifespan(state),
     )
@@ -198,6 +199,10 @@ def create_app(state: ServerState) -> FastAPI:
         """Prometheus metrics: requests by status, latency, batch sizes, queue depth."""
         return PlainTextResponse(metrics.render(), media_type="text/plain; version=0.0.4")
 
+    @app.get("/openapi.json", include_in_schema=False, dependencies=guarded)
+    async def openapi():
+        return JSONResponse(app.openapi())
+
     @app.get("/v1/models", response_model=ModelList, dependencies=guarded, responses=unauthorized, tags=["models"])
     async def list_models():
         """The models this server serves."""
@@ -232,9 +237,14 @@ def create_app(state: ServerState) -> FastAPI:
         if body.max_new_tokens > limits.max_new_tokens:
             raise ApiError(413, f"max_new_tokens is {body.max_new_tokens}; this server makes at most {limits.max_new_tokens}")
         options = body.model_dump(exclude={"prompt", "stream"})
-        pieces = await _answer(w.generate(body.prompt, options, _timeout(request, limits)))
-        if not body.stream:
-            text = "".join([piece async for piece in pieces])
+        timeout = _timeout(request, limits)
+        pieces = await _answer(w.generate(body.prompt, options, timeout))  # the timeout covers the first piece
+        if not body.stream:  # ... and here the whole text
+            try:
+                text = await asyncio.wait_for(_join(pieces), timeout)
+            except asyncio.TimeoutError:
+                raise ApiError(504, f"model {name!r} did not make {body.max_new_tokens} tokens within {timeout:g} s: "
+                                    "ask for fewer, or stream them") from None
             return {"model": name, "prompt": body.prompt, "text": text}
 
         async def events():
@@ -246,6 +256,8 @@ def create_app(state: ServerState) -> FastAPI:
             except GroveError as err:
                 yield f"event: error\ndata: {json.dumps({'error': str(err)})}\n\n"
                 return
+            finally:
+                await pieces.aclose()  # a client that went away frees its place at once
             yield f"event: done\ndata: {json.dumps({'text': ''.join(text)})}\n\n"
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
@@ -292,6 +304,13 @@ def _info(w: ModelWorker) -> dict:
     endpoint = "generate" if p.task == "lm" else "predict"
     return {"name": w.name, "task": p.task, "modality": p.modality, "source": p.source, "classes": p.classes,
             "input": p.input_info(), "endpoints": [f"/v1/models/{w.name}/{endpoint}"]}
+
+
+async def _join(pieces) -> str:
+    try:
+        return "".join([piece async for piece in pieces])
+    finally:
+        await pieces.aclose()
 
 
 def _read_all(predictor, raw_inputs: list) -> list:
