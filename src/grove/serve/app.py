@@ -17,6 +17,7 @@ decoded there: nothing from a request is written to disk or unpickled.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import json
 import time
@@ -30,7 +31,6 @@ from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Str
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, Field, ValidationError
-from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
@@ -219,9 +219,8 @@ def create_app(state: ServerState) -> FastAPI:
         if w.predictor.task == "lm":
             raise ApiError(400, f"model {name!r} is a language model: POST /v1/models/{name}/generate")
         raw_inputs, top_k = await _predict_inputs(request, w, state.limits, top_k)
-        # Files are decoded on a worker thread (the event loop stays free), beside the model's thread.
-        items = await run_in_threadpool(_read_all, w.predictor, raw_inputs)
-        results = await _answer(w.predict(items, top_k, beam_width, _timeout(request, state.limits)))
+        read = functools.partial(_read_all, w.predictor)
+        results = await _answer(w.predict(raw_inputs, read, top_k, beam_width, _timeout(request, state.limits)))
         if w.predictor.task == "ctc":
             return {"model": name, "results": [{"transcript": text} for text in results]}
         return {"model": name, "results": [{"top": [{"label": lab, "probability": p} for lab, p in row]}

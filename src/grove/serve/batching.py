@@ -1,10 +1,12 @@
 """Dynamic batching: the requests for one model grouped into one forward pass. Torch-free.
 
 Each served model has a `ModelWorker`: a bounded queue of requests, a batcher coroutine on the
-server's event loop, and one inference thread. The batcher takes the oldest request and waits for
-more until the batch holds `max_batch` inputs or the oldest has waited `max_delay` seconds (no
-wait at all once it has waited that long, as it has whenever the previous batch ran that long),
-runs them as one `predict_batch` on the thread, and hands each caller its own rows. Generation
+server's event loop, and one inference thread. The batcher takes the oldest request and, while
+other requests for the model are still being read and decoded, waits for them until the batch
+holds `max_batch` inputs or the oldest has waited `max_delay` seconds; it never waits for
+requests that have not arrived (so a lone client gets no added latency, and under load, when
+the previous batch ran longer than max_delay, a full queue goes at once). It runs the batch as
+one `predict_batch` on the thread and hands each caller its own rows. Generation
 steps run on the same thread between batches, so one model never runs two forward passes at once
 and the event loop stays free for health checks.
 """
@@ -50,6 +52,7 @@ class ModelWorker:
     on_batch: object = None  # called with each batch's size (the batch-size histogram)
     pending: deque = field(default_factory=deque)
     waiting: int = 0  # inputs in `pending`
+    arriving: int = 0  # requests being decoded, soon in `pending`
     streams: int = 0  # generations under way
 
     def __post_init__(self):
@@ -80,11 +83,19 @@ class ModelWorker:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     # -- predictions -----------------------------------------------------------------------------
-    async def predict(self, items: list, top: int, beam_width: int, timeout: float) -> list:
-        """Per item, its prediction; QueueFull at once when there is no room, DeadlineExceeded
-        after `timeout` seconds."""
-        self._admit(len(items))
+    async def predict(self, inputs: list, read, top: int, beam_width: int, timeout: float) -> list:
+        """Per input, its prediction. read(inputs) gives them as predict_batch takes them (on a
+        worker thread: decoding stays off the event loop; its exceptions are the caller's).
+        QueueFull at once when there is no room, DeadlineExceeded after `timeout` seconds."""
         loop = asyncio.get_running_loop()
+        self._admit(len(inputs))  # before decoding: a refusal costs nothing
+        self.arriving += 1
+        try:
+            items = await loop.run_in_executor(None, read, inputs)
+        finally:
+            self.arriving -= 1
+            self._wakeup.set()  # the batcher may be waiting for this request
+        self._admit(len(items))
         job = Job(items, top, beam_width, loop.create_future(), loop.time())
         self.pending.append(job)
         self.waiting += len(items)
@@ -102,8 +113,8 @@ class ModelWorker:
             while not self.pending:
                 self._wakeup.clear()
                 await self._wakeup.wait()
-            # Wait for the batch to fill, at most max_delay after its oldest request arrived.
-            while self.waiting < self.max_batch:
+            # Wait for requests on their way, at most max_delay after the oldest arrived.
+            while self.waiting < self.max_batch and self.arriving:
                 remaining = self.pending[0].enqueued + self.max_delay - loop.time()
                 if remaining <= 0:
                     break
