@@ -2,7 +2,7 @@
 
     python benchmarks/serve_load.py                        # trains the three models, then measures
     python benchmarks/serve_load.py --image RUN --text RUN --audio RUN --work /tmp/grove-serve
-    python benchmarks/serve_load.py --quick                # a smoke run of every part (seconds a part)
+    python benchmarks/serve_load.py --quick                # a smoke run of every part (c=1 and 32, short cells)
     python benchmarks/serve_load.py --only image --concurrency 32 --threads 1 --no-overload --no-sigterm
     python benchmarks/serve_load.py --only image --image-recipe digits-vit --concurrency 32
 
@@ -32,28 +32,41 @@ espeak-ng is missing), raw audio/wav. Every 200 must carry "results".
    that ends after --requests responses or --seconds, whichever comes first. req/s is responses
    in the window over its length; p50/p99 are of those responses' latencies (write to last byte).
    "batch" is the mean inputs per forward pass in the window (the server's grove_batch_size
-   histogram); "srv ms/req" the server process's CPU time (user + system) per response, and
-   "cli ms/req" the load generator's. batched/unbatched: req/s of --max-batch 32 over
+   histogram); "srv ms/req" the server process's CPU time (user + system, all its threads) per
+   response, "cli ms/req" the load generator's. batched/unbatched: req/s of --max-batch 32 over
    --max-batch 1, same source, same concurrency, measured within seconds of each other.
-   The ceiling of the HTTP stack alone: GET /healthz at the top concurrency on one server.
-2. Overload: a fresh server with every model from its faster source and --queue 16; for each model
-   an open-loop arrival rate of 4x its capacity (the best batched req/s of the grid) for
-   --overload-seconds, on up to 256 connections (an arrival finding all of them busy is counted
-   "not sent"). Target: only 200 and 503 (each 503 with Retry-After), no connection errors.
-3. SIGTERM during load: a fresh server with the same models; 16 clients per model sending back to
+2. grove's HTTP path alone (with the image model; --no-diagnose skips it): two more pairs of
+   servers, batched and unbatched, built as grove.serve.serve builds one (create_app, ModelWorker,
+   DrainingServer) around a stub image model: "stub-null" neither decodes nor predicts (read
+   returns the bytes), "stub-decode" decodes the PNG as an export does and predicts nothing. The
+   same PNG requests at c=32 (or the top concurrency); and GET /healthz on one real server. The
+   per-request server CPU of these against the real models' says where the CPU goes.
+3. Overload: a fresh server with every model from its faster source and --queue 16; for each model
+   an open-loop arrival rate of 4x its capacity (its best batched req/s in the grid) for
+   --overload-seconds, on up to --overload-connections (512; an arrival that finds every
+   connection waiting for an answer is counted "not sent"). Target: only 200 and 503 (each 503
+   with Retry-After), no connection errors.
+4. SIGTERM during load: a fresh server with the same models; 16 clients per model sending back to
    back; SIGTERM after --sigterm-after seconds; each client stops at its first 503. "Dropped" is a
    request without an HTTP response (reset or closed mid-request) or with a 5xx other than 503:
    target 0, and the server must exit with code 0.
-4. Where the time goes (--no-diagnose skips it), in this process after the servers are gone: the
-   image predictors' `read` (PNG decode) and `predict_batch` at batch 1 and 32 timed directly,
-   run (torch at 1 thread and at torch's default) and export (ONNX Runtime at the physical cores
-   and at 1 thread), beside the server CPU per request the grid measured.
+5. The image model without HTTP (--no-diagnose skips it), in this process once the servers are
+   gone: its predictors' `read` (PNG decode) and `predict_batch` at batch 1 and 32, timed
+   directly; the run on torch at its default threads and at 1, the export on ONNX Runtime at the
+   physical cores and at 1.
 
 The header prints the CPU model, its bf16/AMX flags (benchmarks/machine.py), torch, onnxruntime
 and uvicorn versions; each cell's "others" is how many cores processes other than the server
-under test and the load generator kept busy (from /proc/stat; the idle servers count there).
+under test and the load generator kept busy (from /proc/stat, 10-ms ticks, so +-0.05 and shown
+as 0 when below; the idle servers count there). --server-gc stats|freeze runs the servers through
+a wrapper around grove.cli.main that reports their garbage collections at exit (and, with freeze,
+calls gc.freeze() once the models are loaded): a check of what gen-2 collections do to p99.
 The issue's target is checked at the end: >= 5x the --max-batch 1 req/s at concurrency 32 for the
 image model, with p99 <= 100 ms.
+
+Run time on a 2-core AMD EPYC: 332 s from nothing (150 s of it training and exporting), about
+185 s with --image/--text/--audio given; --quick (c=1 and 32, 0.25-s cells, 10 training steps)
+120 s from nothing, about 40 s with the runs given (server start-ups, ~6 s each, dominate).
 """
 
 from __future__ import annotations
@@ -71,6 +84,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import wave
 from collections import Counter
@@ -274,19 +288,21 @@ async def closed_loop(port: int, pid: int, model: str | None, request: bytes, co
     return cell
 
 
-async def open_loop(port: int, request: bytes, rate: float, seconds: float, max_conns: int, expect: bytes) -> dict:
+async def open_loop(port: int, pid: int, request: bytes, rate: float, seconds: float, max_conns: int,
+                    expect: bytes) -> dict:
     """Arrivals at `rate` per second for `seconds`, each on an idle connection (a new one while
     fewer than `max_conns` are open; "not sent" when all are busy)."""
     idle: list[Conn] = []
     opened = 0
     codes: Counter = Counter()
-    lat = {"200": [], "503": []}
+    lat = {(code, new): [] for code in ("200", "503") for new in (False, True)}  # new: a connection's first
     tasks = set()
     not_sent = 0
 
     async def one(conn: Conn | None):
         nonlocal opened
         t0 = CLOCK()
+        new = conn is None
         try:
             if conn is None:
                 conn = Conn(port)
@@ -304,11 +320,12 @@ async def open_loop(port: int, request: bytes, rate: float, seconds: float, max_
             code = f"no response ({err})"
             conn.close()
         codes[code] += 1
-        if code in lat:
-            lat[code].append(CLOCK() - t0)
+        if (code, new) in lat:
+            lat[code, new].append(CLOCK() - t0)
         idle.append(conn)
 
     start = CLOCK()
+    cpu0, mine0 = proc_cpu(pid), time.process_time()
     sent = 0
     while (now := CLOCK()) < start + seconds:
         due = int((now - start) * rate) - sent - not_sent
@@ -328,12 +345,21 @@ async def open_loop(port: int, request: bytes, rate: float, seconds: float, max_
     wall = CLOCK() - start
     if tasks:
         await asyncio.wait(list(tasks), timeout=60)
+    answered = sum(codes.values())
+    until_last = CLOCK() - start  # the arrivals' window and the time the last answers took
+    server_ms = 1e3 * (proc_cpu(pid) - cpu0) / max(answered, 1)
+    client_ms = 1e3 * (time.process_time() - mine0) / max(answered, 1)
     for c in idle:
         c.close()
     pct = lambda xs, q: 1e3 * float(np.percentile(xs, q)) if xs else float("nan")
+    ok, refused = lat["200", False] + lat["200", True], lat["503", False] + lat["503", True]
+    firsts = lat["200", True] + lat["503", True]
     return {"rate": rate, "sent": sent, "sent_per_s": sent / wall, "not_sent": not_sent, "connections": opened,
-            "codes": dict(codes), "ok_per_s": codes["200"] / wall, "p50_200_ms": pct(lat["200"], 50),
-            "p99_200_ms": pct(lat["200"], 99), "p50_503_ms": pct(lat["503"], 50), "unfinished": len(tasks)}
+            "codes": dict(codes), "ok_per_s": codes["200"] / until_last, "p50_200_ms": pct(ok, 50),
+            "p99_200_ms": pct(ok, 99), "p50_503_ms": pct(refused, 50), "unfinished": len(tasks),
+            "p50_200_reused_ms": pct(lat["200", False], 50), "p99_200_reused_ms": pct(lat["200", False], 99),
+            "p50_first_ms": pct(firsts, 50), "firsts": len(firsts),
+            "server_ms": server_ms, "client_ms": client_ms}
 
 
 async def sigterm_run(server: "Server", requests: dict, clients: int, after: float, expect: bytes, cap: float) -> dict:
@@ -341,7 +367,7 @@ async def sigterm_run(server: "Server", requests: dict, clients: int, after: flo
     stops at its first 503 (or after `cap` s)."""
     per_model = {m: Counter() for m in requests}
     before = {m: 0 for m in requests}  # 503s answered before SIGTERM (queue full)
-    sent_at = {"t": None}
+    sent_at = {"t": None, "first_503": None}
     start = CLOCK()
 
     async def client(model: str):
@@ -362,10 +388,14 @@ async def sigterm_run(server: "Server", requests: dict, clients: int, after: flo
                     code = f"no response ({err})"
                     conn.close()
                 per_model[model][code] += 1
+                if code.startswith("no response") and sent_at["t"] is not None:
+                    break  # dropped; the server may be gone, so no retries
                 if code.startswith("503"):
                     if sent_at["t"] is None:
                         before[model] += 1
                         continue
+                    if sent_at["first_503"] is None:
+                        sent_at["first_503"] = CLOCK()
                     break
         finally:
             conn.close()
@@ -380,18 +410,28 @@ async def sigterm_run(server: "Server", requests: dict, clients: int, after: flo
     await killer
     code = await asyncio.get_running_loop().run_in_executor(None, server.wait, 45)
     exit_s = CLOCK() - sent_at["t"]
+    first = sent_at["first_503"] - sent_at["t"] if sent_at["first_503"] else float("nan")
     dropped = {m: sum(n for k, n in c.items() if k.startswith(("no response", "connect")) or
                       (k[:1] == "5" and not k.startswith("503"))) for m, c in per_model.items()}
     return {"codes": {m: dict(c) for m, c in per_model.items()}, "dropped": dropped, "queue_full_503": before,
-            "exit_code": code, "exit_seconds": exit_s, "stderr": server.stderr_tail()}
+            "exit_code": code, "exit_seconds": exit_s, "first_503_s": first, "stderr": server.stderr_tail()}
 
 
 # -- servers -------------------------------------------------------------------------------------
 class Server:
-    def __init__(self, label: str, specs: list[str], options: list[str], work: Path, env: dict):
+    """`grove serve SPECS --port 0 OPTIONS` (or, with stub, this script's stub server) in a subprocess."""
+
+    def __init__(self, label: str, specs: list[str], options: list[str], work: Path, env: dict, stub: str | None = None,
+                 gc_mode: str | None = None):
         self.label = label
         self.log = work / f"server-{re.sub(r'[^A-Za-z0-9]+', '-', label)}.log"
-        cmd = [sys.executable, "-m", "grove", "serve", *specs, "--host", HOST, "--port", "0", *options]
+        if stub is not None:
+            cmd = [sys.executable, __file__, "--stub-server", stub, *options]
+        elif gc_mode:
+            cmd = [sys.executable, __file__, "--gc-wrapper", gc_mode, "serve", *specs, "--host", HOST, "--port", "0",
+                   *options]
+        else:
+            cmd = [sys.executable, "-m", "grove", "serve", *specs, "--host", HOST, "--port", "0", *options]
         self.cmd = cmd
         self._err = open(self.log, "w")
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self._err, env={**os.environ, **env})
@@ -417,6 +457,15 @@ class Server:
                 if m:
                     self.port = int(m.group(2))
         self.ready_s = CLOCK() - self.started
+        # nothing more is expected on stdout, but a full pipe would block the server: keep reading
+        threading.Thread(target=self._drain_stdout, daemon=True).start()
+
+    def _drain_stdout(self) -> None:
+        try:
+            while os.read(self.proc.stdout.fileno(), 65536):
+                pass
+        except OSError:
+            pass
 
     def stderr_tail(self, lines: int = 3) -> str:
         self._err.flush()
@@ -445,6 +494,17 @@ class Server:
             self.proc.wait(10)
 
 
+def stop_all(servers: dict, timeout: float = 40) -> dict:
+    """SIGTERM every server at once (each drains for at least half a second), then their exit codes;
+    `servers` is emptied."""
+    for srv in servers.values():
+        if srv.proc.poll() is None:
+            srv.proc.send_signal(signal.SIGTERM)
+    codes = {k: srv.stop(timeout) for k, srv in servers.items()}
+    servers.clear()
+    return codes
+
+
 # -- models and inputs ---------------------------------------------------------------------------
 def is_export(path: Path) -> bool:
     return (path / "export.json").is_file()
@@ -462,7 +522,8 @@ def train(recipe: str, work: Path, steps: int | None, overrides: list[str]) -> P
         done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     text = log.read_text()
     if done.returncode != 0:
-        raise SystemExit(f"`{' '.join(cmd[2:])}` exited {done.returncode}: " + " | ".join(text.strip().splitlines()[-3:]))
+        tail = " | ".join(text.strip().splitlines()[-3:])
+        raise SystemExit(f"`{' '.join(cmd[2:])}` exited {done.returncode}: {tail}")
     for line in reversed(text.splitlines()):
         if line.startswith("run directory: "):
             return Path(line.removeprefix("run directory: ").strip())
@@ -532,7 +593,8 @@ def bodies(info: dict, work: Path) -> dict:
             out[m["name"]] = (png_digit(spec["size"], spec["channels"]), "image/png",
                               f"PNG {spec['size']}x{spec['size']}x{spec['channels']}")
         elif spec["kind"] == "text":
-            out[m["name"]] = (json.dumps({"inputs": [TEXT]}).encode(), "application/json", f'JSON {{"inputs": [{len(TEXT)} chars]}}')
+            out[m["name"]] = (json.dumps({"inputs": [TEXT]}).encode(), "application/json",
+                              f'JSON {{"inputs": [{len(TEXT)} chars]}}')
         elif spec["kind"] == "audio":
             body, what = wav_clip(spec["sample_rate"], spec["clip_seconds"], work)
             out[m["name"]] = (body, "audio/wav", f"WAV {what}, {spec['sample_rate']} Hz, {spec['clip_seconds']} s")
@@ -567,6 +629,95 @@ def cpu_line() -> str:
     isa = "avx2" if "avx2" in flags else "no avx2"
     return (f"{model} ({fam}{isa}; {bf16_line()}; amx: {', '.join(amx) or 'none'}), "
             f"{os.cpu_count()} logical CPUs, {len(os.sched_getaffinity(0))} usable")
+
+
+# -- a stub model behind grove's own HTTP path -----------------------------------------------------
+class StubPredictor:
+    """An 8x8 grey image classifier that costs nothing: "null" does not even decode the PNG
+    (read returns the bytes), "decode" decodes it as an export does (grove.runtime.inputs.read_image)
+    and predicts nothing. What grove's HTTP path, batching and (for "decode") decoding cost alone."""
+
+    task, modality, source, recipe = "classification", "image", "export", "stub"
+
+    def __init__(self, kind: str):
+        self.kind = kind
+        self.classes = [str(i) for i in range(10)]
+
+    def input_info(self) -> dict:
+        return {"kind": "image", "size": 8, "channels": 1}
+
+    def read(self, raw):
+        if self.kind == "null":
+            return raw
+        from grove.runtime.inputs import read_image
+
+        return read_image(raw, 8, 1)[None]
+
+    def predict_batch(self, items: list, top: int, beam_width: int) -> list:
+        return [[(c, 0.1) for c in self.classes[:top]] for _ in items]
+
+
+def stub_server(kind: str, max_batch: int, max_delay_ms: float) -> None:
+    """What grove.serve.serve does for one model (its socket, ModelWorker, create_app and
+    DrainingServer), with a StubPredictor: grove serve loads only runs and exports. It uses
+    grove.serve's private _bind, and copies no more of serve() than that: a change there (gc
+    settings, limits) may need one here."""
+    import uvicorn
+
+    from grove.serve import DrainingServer, _bind
+    from grove.serve.app import Limits, ServerState, create_app
+    from grove.serve.batching import ModelWorker
+
+    sock = _bind(HOST, 0)
+    workers = {"image": ModelWorker("image", StubPredictor(kind), max_batch, max_delay_ms / 1000, 256)}
+    state = ServerState(workers, Limits(), None)
+    config = uvicorn.Config(create_app(state), log_level="warning", access_log=False,
+                            timeout_graceful_shutdown=state.limits.timeout)
+    DrainingServer(config, state).run(sockets=[sock])
+
+
+def gc_wrapper(mode: str, argv: list[str]) -> int:
+    """`grove serve ARGV` (grove.cli.main) with its garbage collector watched: at exit, stderr gets
+    one line "gc: ..." with the collections of each generation made while serving and the longest
+    pause; mode "freeze" also runs gc.collect(); gc.freeze() once the models are loaded (when
+    uvicorn starts up), so the objects of the imports and models are never scanned again."""
+    import atexit
+    import gc
+
+    import uvicorn
+
+    stats = {g: [0, 0.0, 0.0] for g in range(3)}
+    began = [0.0, False]
+
+    def watch(phase, info):
+        if phase == "start":
+            began[0] = time.perf_counter()
+        elif began[1]:
+            pause = time.perf_counter() - began[0]
+            row = stats[info["generation"]]
+            row[0], row[1], row[2] = row[0] + 1, row[1] + pause, max(row[2], pause)
+
+    original = uvicorn.Server.startup
+
+    async def startup(self, sockets=None):
+        if mode == "freeze":
+            gc.collect()
+            gc.freeze()
+        began[1] = True
+        return await original(self, sockets)
+
+    def report():
+        rows = ", ".join(f"gen{g} {n} ({1e3 * total:.0f} ms, longest {1e3 * longest:.1f} ms)"
+                         for g, (n, total, longest) in stats.items())
+        print(f"gc ({mode}): {rows}; {gc.get_freeze_count()} objects frozen, {len(gc.get_objects())} tracked",
+              file=sys.stderr, flush=True)
+
+    gc.callbacks.append(watch)
+    uvicorn.Server.startup = startup
+    atexit.register(report)
+    from grove.cli import main as grove_main
+
+    return grove_main(argv)
 
 
 # -- diagnosis -----------------------------------------------------------------------------------
@@ -623,24 +774,40 @@ def codes_text(codes: dict) -> str:
 
 
 def grid_table(cells: list[Cell], model: str, sources: list[str]) -> list[str]:
-    lines = [f"| c | source | batched req/s | p50 ms | p99 ms | batch | srv ms/req | unbatched req/s | p50 ms | "
-             f"p99 ms | srv ms/req | **batched / unbatched** | cli ms/req (b/u) | others (b/u) |",
+    lines = ["| c | source | batched req/s | p50 ms | p99 ms | batch | srv ms/req | unbatched req/s | p50 ms | "
+             "p99 ms | srv ms/req | **batched / unbatched** | cli ms/req (b/u) | others (b/u) |",
              "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     by = {(c.server, c.concurrency): c for c in cells if c.model == model}
+    notes = []
     for conc in sorted({c.concurrency for c in cells if c.model == model}):
         for source in sources:
             b, u = by.get((f"{source} b32", conc)), by.get((f"{source} b1", conc))
             if b is None or u is None:
                 continue
             ratio = b.rps / u.rps if u.rps else float("nan")
-            bad = [f"{k} x{v}" for cell in (b, u) for k, v in cell.codes.items() if k != "200"]
+            notes += [f"c={conc} {cell.server}: {v} x {k}"
+                      for cell in (b, u) for k, v in cell.codes.items() if k != "200"]
             lines.append(
                 f"| {conc} | {source} | {f(b.rps, 0)} | {f(b.p50_ms)} | {f(b.p99_ms)} | {f(b.batch)} | "
                 f"{f(b.server_ms, 2)} | {f(u.rps, 0)} | {f(u.p50_ms)} | {f(u.p99_ms)} | {f(u.server_ms, 2)} | "
-                f"**{f(ratio, 2)}x** | {f(b.client_ms, 2)} / {f(u.client_ms, 2)} | {f(b.others, 2)} / {f(u.others, 2)} |"
-                + (f" non-200: {', '.join(bad)}" if bad else "")
+                f"**{f(ratio, 2)}x** | {f(b.client_ms, 2)} / {f(u.client_ms, 2)} | {f(max(b.others, 0), 2)} / "
+                f"{f(max(u.others, 0), 2)} |"
             )
-    return lines
+    return lines + ([f"responses other than 200 in the windows: {'; '.join(notes)}"] if notes else [])
+
+
+def cpu_breakdown(cells: list[Cell], healthz: Cell, sources: list[str], conc: int) -> str:
+    def cell(server):
+        return next((c for c in cells if c.model == "image" and c.server == server and c.concurrency == conc), None)
+
+    parts = [f"GET /healthz {f(healthz.server_ms, 2)}"]
+    rows = [("predict, no decode, no model (stub-null)", "stub-null"), ("+ PNG decode (stub-decode)", "stub-decode"),
+            *((f"real model ({s})", s) for s in sources)]
+    for label, src in rows:
+        b, u = cell(f"{src} b32"), cell(f"{src} b1")
+        if b and u:
+            parts.append(f"{label} {f(b.server_ms, 2)} / {f(u.server_ms, 2)}")
+    return f"server CPU ms per image request at c={conc}, batched / unbatched: " + "; ".join(parts)
 
 
 def main() -> None:
@@ -665,15 +832,26 @@ def main() -> None:
                         help="environment for the servers (repeatable), e.g. OMP_WAIT_POLICY=PASSIVE")
     parser.add_argument("--no-overload", action="store_true")
     parser.add_argument("--overload-seconds", type=float, default=3.0)
+    parser.add_argument("--overload-connections", type=int, default=512, help="connections the overload may open")
     parser.add_argument("--no-sigterm", action="store_true")
     parser.add_argument("--sigterm-after", type=float, default=1.5)
     parser.add_argument("--no-diagnose", action="store_true")
     parser.add_argument("--quick", action="store_true", help="a smoke run: tiny training, short cells")
     parser.add_argument("--json", type=Path, default=None, help="save every figure here")
+    parser.add_argument("--server-gc", choices=("stats", "freeze"), default=None,
+                        help="run the servers under a wrapper that reports their garbage collections (stats) "
+                             "and also calls gc.freeze() once the models are loaded (freeze)")
+    parser.add_argument("--stub-server", choices=("null", "decode"), default=None, help=argparse.SUPPRESS)
+    if sys.argv[1:2] == ["--gc-wrapper"]:
+        raise SystemExit(gc_wrapper(sys.argv[2], sys.argv[3:]))
     args = parser.parse_args()
+    if args.stub_server:
+        return stub_server(args.stub_server, args.max_batch, args.max_delay_ms)
     if args.quick:
         args.train_steps = min(args.train_steps, 10)
-        args.warmup, args.seconds, args.requests = 0.1, 0.3, 300
+        if "--concurrency" not in sys.argv:
+            args.concurrency = [1, 32]
+        args.warmup, args.seconds, args.requests = 0.1, 0.25, 300
         args.overload_seconds, args.sigterm_after = 0.5, 0.4
     started = CLOCK()
     try:
@@ -693,158 +871,134 @@ def main() -> None:
           + (f", env {server_env}" if server_env else "")
           + f"; cells: {args.warmup:g} s warm-up, then {args.requests} responses or {args.seconds:g} s\n")
 
-    # models: given or trained, and their exports
-    paths: dict[str, dict[str, Path]] = {}
-    for m in args.only:
-        given = getattr(args, m)
-        if given is None:
-            t = CLOCK()
-            recipe = args.image_recipe if m == "image" else RECIPES[m]
-            steps = (10 if args.quick else None) if m == "image" else args.train_steps
-            run = train(recipe, work, steps, args.image_override if m == "image" else [])
-            print(f"  {m}: trained {recipe}" + (f" for {steps} steps" if steps else " (whole recipe)")
-                  + f" in {CLOCK() - t:.0f} s -> {run}", file=sys.stderr)
-            given = run
-        if is_export(given):
-            paths[m] = {"export": given}
-        else:
-            t = CLOCK()
-            paths[m] = {"run": given, "export": export(given, work)}
-            print(f"  {m}: export {paths[m]['export']} ({CLOCK() - t:.0f} s)", file=sys.stderr)
+    paths = prepare_models(args, work)
     sources = [s for s in ("run", "export") if args.sources in ("both", s) and all(s in p for p in paths.values())]
     if not sources:
         raise SystemExit(f"no source serves every model: {paths}")
     for m, p in paths.items():
         print(f"{m}: " + ", ".join(f"{k} {v}" for k, v in p.items()))
-
-    common = ["--max-delay-ms", str(args.max_delay_ms)] + (["--threads", str(args.threads)] if args.threads else [])
+    if args.work is not None and any(getattr(args, m) is None for m in paths):
+        given = " ".join(f"--{m} {p.get('run', p['export'])}" for m, p in paths.items())
+        print(f"(to measure these again without training: {given})")
+    target_c = 32 if 32 in args.concurrency else max(args.concurrency)
+    doc = {"machine": cpu_line(), "versions": versions(), "date": date.today().isoformat(),
+           "command": " ".join(sys.argv), "paths": {m: {k: str(v) for k, v in p.items()} for m, p in paths.items()}}
+    common = ["--max-delay-ms", str(args.max_delay_ms)]
+    threads = ["--threads", str(args.threads)] if args.threads else []
     servers: dict[str, Server] = {}
-    doc = {"machine": cpu_line(), "versions": versions(), "date": date.today().isoformat(), "command": " ".join(sys.argv),
-           "paths": {m: {k: str(v) for k, v in p.items()} for m, p in paths.items()}}
+    cells: list[Cell] = []
     try:
+        # every server of the grid and of the stub ceiling at once (their start-ups overlap)
         for s in sources:
             specs = [f"{m}={paths[m][s]}" for m in paths]
-            servers[f"{s} b32"] = Server(f"{s} b32", specs, ["--max-batch", str(args.max_batch), *common], work, server_env)
-            servers[f"{s} b1"] = Server(f"{s} b1", specs, ["--max-batch", "1", *common], work, server_env)
+            for key, mb in (("b32", args.max_batch), ("b1", 1)):
+                servers[f"{s} {key}"] = Server(f"{s} {key}", specs, ["--max-batch", str(mb), *common, *threads],
+                                               work, server_env, gc_mode=args.server_gc)
+        if "image" in paths and not args.no_diagnose:
+            for kind in ("null", "decode"):
+                for key, mb in (("b32", args.max_batch), ("b1", 1)):
+                    servers[f"stub-{kind} {key}"] = Server(f"stub-{kind} {key}", [], ["--max-batch", str(mb), *common],
+                                                           work, server_env, stub=kind)
         for srv in servers.values():
             srv.wait_ready()
         print("servers ready in " + ", ".join(f"{k} {v.ready_s:.1f} s" for k, v in servers.items()))
-        first = next(iter(servers.values()))
-        status, listing = run_async(fetch(first.port, "/v1/models"))
-        info = json.loads(listing)
+        first = servers[f"{sources[0]} b32"]
+        info = json.loads(run_async(fetch(first.port, "/v1/models"))[1])
         payloads = bodies(info, work)
         for m, (_, _, what) in payloads.items():
             print(f"  {m} requests: {what}")
         print()
 
-        # 1. the grid
-        cells: list[Cell] = []
+        # 1. the grid, then grove's HTTP path with stub models (image requests)
         flip = False
         for m in paths:
             body, ctype, _ = payloads[m]
             for conc in args.concurrency:
-                order = [f"{s} {b}" for s in sources for b in (("b1", "b32") if flip else ("b32", "b1"))]
+                for key in [f"{s} {b}" for s in sources for b in (("b1", "b32") if flip else ("b32", "b1"))]:
+                    cells.append(run_cell(run_async, servers[key], key, m, body, ctype, conc, args))
                 flip = not flip
-                for key in order:
-                    srv = servers[key]
-                    req = request_bytes(srv.port, "POST", f"/v1/models/{m}/predict", body, ctype)
-                    cell = run_async(closed_loop(srv.port, srv.proc.pid, m, req, conc, args.warmup, args.seconds,
-                                                 args.requests, b'"results"'))
-                    cell.server = key  # "b32" is batched, at --max-batch
-                    cells.append(cell)
-                    print(f"  {m} c={conc} {key}: {f(cell.rps, 0)} req/s, p50 {f(cell.p50_ms)} ms, "
-                          f"p99 {f(cell.p99_ms)} ms, batch {f(cell.batch)}, {codes_text(cell.codes)}", file=sys.stderr)
-        top = max(args.concurrency)
-        ceiling = run_async(closed_loop(first.port, first.proc.pid, None, request_bytes(first.port, "GET", "/healthz"),
-                                        top, args.warmup, args.seconds, args.requests, None))
+        stubs = [k for k in servers if k.startswith("stub")]
+        for key in stubs[::-1] if flip else stubs:
+            cells.append(run_cell(run_async, servers[key], key, "image", *payloads["image"][:2], target_c, args))
+        healthz = run_async(closed_loop(first.port, first.proc.pid, None, request_bytes(first.port, "GET", "/healthz"),
+                                        target_c, args.warmup, args.seconds, args.requests, None))
         doc["grid"] = [asdict(c) for c in cells]
-        doc["healthz"] = asdict(ceiling)
+        doc["healthz"] = asdict(healthz)
         for m in paths:
-            print(f"\n{m} ({payloads[m][2]}): req/s and latency, --max-batch {args.max_batch} (batched) and 1 (unbatched)")
+            print(f"\n{m} ({payloads[m][2]}): --max-batch {args.max_batch} (batched) against --max-batch 1 (unbatched)")
             print("\n".join(grid_table(cells, m, sources)))
-        print(f"\nHTTP stack alone ({first.label} server): GET /healthz at c={top}: {f(ceiling.rps, 0)} req/s, "
-              f"p50 {f(ceiling.p50_ms)} ms, p99 {f(ceiling.p99_ms)} ms, server {f(ceiling.server_ms, 3)} ms CPU/req, "
-              f"client {f(ceiling.client_ms, 3)} ms CPU/req")
+        if stubs:
+            print(f"\ngrove's HTTP path with stub image models (PNG requests, c={target_c}): stub-null neither decodes "
+                  "nor predicts, stub-decode decodes the PNG (as an export does) and predicts nothing")
+            print("\n".join(grid_table([c for c in cells if c.concurrency == target_c and c.model == "image"], "image",
+                                       ["stub-null", "stub-decode", *sources])))
+        if stubs:
+            print(cpu_breakdown(cells, healthz, sources, target_c))
+        print(f"\nGET /healthz ({first.label} server, c={target_c}): {f(healthz.rps, 0)} req/s, "
+              f"p50 {f(healthz.p50_ms)} ms, "
+              f"p99 {f(healthz.p99_ms)} ms, server {f(healthz.server_ms, 3)} ms CPU/req, "
+              f"load generator {f(healthz.client_ms, 3)} ms CPU/req, others {f(max(healthz.others, 0), 2)} cores")
 
-        # faster source per model: the best batched req/s
+        # the faster source per model: the best batched req/s
         best, capacity = {}, {}
         for m in paths:
-            rates = {s: max((c.rps for c in cells if c.model == m and c.server == f"{s} b32"), default=0) for s in sources}
+            rates = {s: max((c.rps for c in cells if c.model == m and c.server == f"{s} b32"), default=0)
+                     for s in sources}
             best[m] = max(rates, key=rates.get)
             capacity[m] = rates[best[m]]
-        print("\nfaster source (best batched req/s): " + ", ".join(f"{m} {best[m]} ({capacity[m]:,.0f} req/s)" for m in paths))
-        exits = {k: srv.stop() for k, srv in servers.items()}
-        servers.clear()
-        print("grid servers' exit codes after SIGTERM: " + ", ".join(f"{k} {v}" for k, v in exits.items()))
-        doc["best"], doc["capacity"], doc["grid_exit_codes"] = best, capacity, exits
+        print("\nfaster source (best batched req/s): "
+              + ", ".join(f"{m} {best[m]} ({capacity[m]:,.0f} req/s)" for m in paths))
+        logs = {k: srv.log for k, srv in servers.items()}
+        exits = stop_all(servers)
+        if args.server_gc:
+            for k, log in logs.items():
+                lines = [ln for ln in log.read_text(errors="replace").splitlines() if ln.startswith("gc (")]
+                if lines and not k.startswith("stub"):
+                    print(f"{k} server's {lines[-1]}")
+        print("exit codes of the grid's servers after SIGTERM: " + ", ".join(f"{k} {v}" for k, v in exits.items()))
+        doc.update(best=best, capacity=capacity, grid_exit_codes=exits)
 
         # 2 and 3 start together: the SIGTERM server waits while the overload runs
         specs = [f"{m}={paths[m][best[m]]}" for m in paths]
         if not args.no_overload:
-            servers["overload"] = Server("overload", specs, ["--queue", "16", *common], work, server_env)
+            servers["overload"] = Server("overload", specs, ["--queue", "16", *common, *threads], work, server_env,
+                                         gc_mode=args.server_gc)
         if not args.no_sigterm:
-            servers["sigterm"] = Server("sigterm", specs, common, work, server_env)
+            servers["sigterm"] = Server("sigterm", specs, [*common, *threads], work, server_env, gc_mode=args.server_gc)
         for srv in servers.values():
             srv.wait_ready()
         if not args.no_overload:
-            srv = servers["overload"]
-            print(f"\noverload: {', '.join(specs)} --queue 16; open-loop arrivals at 4x capacity for "
-                  f"{args.overload_seconds:g} s, up to 256 connections")
-            print("| model | arrivals/s asked | sent/s | 200/s | p50 / p99 ms of 200s | p50 ms of 503s | not sent | "
-                  "connections | responses by status |")
-            print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
-            doc["overload"] = {}
-            for m in paths:
-                body, ctype, _ = payloads[m]
-                req = request_bytes(srv.port, "POST", f"/v1/models/{m}/predict", body, ctype)
-                r = run_async(open_loop(srv.port, req, 4 * capacity[m], args.overload_seconds, 256, b'"results"'))
-                bad = {k: v for k, v in r["codes"].items() if k not in ("200", "503")}
-                doc["overload"][m] = r
-                print(f"| {m} | {r['rate']:,.0f} | {r['sent_per_s']:,.0f} | {r['ok_per_s']:,.0f} | "
-                      f"{f(r['p50_200_ms'])} / {f(r['p99_200_ms'])} | {f(r['p50_503_ms'])} | {r['not_sent']:,} | "
-                      f"{r['connections']} | {codes_text(r['codes'])}{' **NOT ONLY 200/503**' if bad else ''} |")
-            code = srv.stop()
-            print(f"overload server exit code after SIGTERM: {code}")
-            doc["overload_exit_code"] = code
+            doc["overload"], doc["overload_exit_code"] = overload(run_async, servers.pop("overload"), paths, payloads,
+                                                                  capacity, specs, args)
         if not args.no_sigterm:
-            srv = servers.pop("sigterm")
-            reqs = {m: request_bytes(srv.port, "POST", f"/v1/models/{m}/predict", payloads[m][0], payloads[m][1])
-                    for m in paths}
-            r = run_async(sigterm_run(srv, reqs, 16, args.sigterm_after, b'"results"', 60))
-            srv._err.close()
-            doc["sigterm"] = r
-            print(f"\nSIGTERM during load: {', '.join(specs)}; 16 clients per model, back to back; SIGTERM after "
-                  f"{args.sigterm_after:g} s; each client stops at its first 503")
-            print("| model | responses by status | dropped | 503 before SIGTERM |")
-            print("|---|---|---:|---:|")
-            for m in paths:
-                print(f"| {m} | {codes_text(r['codes'][m])} | {r['dropped'][m]} | {r['queue_full_503'][m]} |")
-            print(f"server exit code {r['exit_code']} ({'ok' if r['exit_code'] == 0 else 'NOT 0'}), "
-                  f"{f(r['exit_seconds'], 2)} s after SIGTERM; its stderr: {r['stderr']}")
+            doc["sigterm"] = sigterm(run_async, servers.pop("sigterm"), paths, payloads, specs, args)
     finally:
-        for srv in servers.values():
-            srv.stop(10)
+        stop_all(servers, 10)
 
     # 4. where the image model's time goes
-    verdicts = []
     if "image" in paths and not args.no_diagnose:
         rows = diagnose(paths["image"], payloads["image"][0], 0.2 if args.quick else 1.0)
         doc["diagnosis"] = rows
-        print("\nimage model in this process (no HTTP): read = PNG decode, predict_batch at batch 1 and 32 (medians)")
+        print("\nthe image model in this process, no HTTP: read (PNG decode) and predict_batch at batch 1 and 32, "
+              "medians")
         print("| source | threads | read ms | batch 1 ms | batch 32 ms | per item at 32 ms | items/s at 32 / at 1 |")
         print("|---|---:|---:|---:|---:|---:|---:|")
         for r in rows:
             print(f"| {r['source']} | {r['threads']} | {r['read_ms']:.3f} | {r['b1_ms']:.3f} | {r['b32_ms']:.3f} | "
                   f"{r['b32_per_item_ms']:.3f} | {r['model_ratio']:.1f}x |")
-    if "image" in paths and 32 in args.concurrency:
+    verdicts = []
+    if "image" in paths:
         for s in sources:
-            b = next(c for c in cells if c.model == "image" and c.server == f"{s} b32" and c.concurrency == 32)
-            u = next(c for c in cells if c.model == "image" and c.server == f"{s} b1" and c.concurrency == 32)
-            ratio = b.rps / u.rps
+            b, u = (next(c for c in cells
+                         if c.model == "image" and c.server == f"{s} {k}" and c.concurrency == target_c)
+                    for k in ("b32", "b1"))
+            ratio = b.rps / u.rps if u.rps else float("nan")
             ok = ratio >= 5 and b.p99_ms <= 100
-            verdicts.append(f"image, {s}, c=32: batched {b.rps:,.0f} req/s / unbatched {u.rps:,.0f} = {ratio:.2f}x "
-                            f"(target >= 5x), p99 {b.p99_ms:.1f} ms (target <= 100): {'MET' if ok else 'NOT MET'}; "
-                            f"server CPU {b.server_ms:.2f} ms/req batched, {u.server_ms:.2f} unbatched")
+            verdicts.append(f"image, {s}, c={target_c}: batched {b.rps:,.0f} req/s / unbatched {u.rps:,.0f} = "
+                            f"{ratio:.2f}x (target >= 5x), batched p99 {b.p99_ms:.1f} ms (target <= 100): "
+                            f"{'MET' if ok else 'NOT MET'}; "
+                            f"server CPU {b.server_ms:.2f} ms/req batched, {u.server_ms:.2f} unbatched; "
+                            f"others {max(b.others, 0):.2f} / {max(u.others, 0):.2f} cores")
         print("\ntarget: " + "\ntarget: ".join(verdicts))
     doc["verdicts"] = verdicts
     total = CLOCK() - started
@@ -854,6 +1008,81 @@ def main() -> None:
         args.json.write_text(json.dumps(doc, indent=2, default=str) + "\n")
     if args.work is None:
         shutil.rmtree(work, ignore_errors=True)
+
+
+def prepare_models(args, work: Path) -> dict[str, dict[str, Path]]:
+    """model -> {"run": RUN, "export": RUN/export} (or only "export" for an export folder given)."""
+    paths = {}
+    for m in args.only:
+        given = getattr(args, m)
+        if given is None:
+            t = CLOCK()
+            recipe = args.image_recipe if m == "image" else RECIPES[m]
+            steps = (10 if args.quick else None) if m == "image" else args.train_steps
+            given = train(recipe, work, steps, args.image_override if m == "image" else [])
+            print(f"  {m}: trained {recipe}" + (f" for {steps} steps" if steps else " (the whole recipe)")
+                  + f" in {CLOCK() - t:.0f} s -> {given}", file=sys.stderr)
+        if is_export(given):
+            paths[m] = {"export": given}
+        else:
+            t = CLOCK()
+            paths[m] = {"run": given, "export": export(given, work)}
+            print(f"  {m}: export {paths[m]['export']} ({CLOCK() - t:.0f} s)", file=sys.stderr)
+    return paths
+
+
+def run_cell(run_async, srv: Server, key: str, model: str, body: bytes, ctype: str, conc: int, args) -> Cell:
+    req = request_bytes(srv.port, "POST", f"/v1/models/{model}/predict", body, ctype)
+    cell = run_async(closed_loop(srv.port, srv.proc.pid, model, req, conc, args.warmup, args.seconds, args.requests,
+                                 b'"results"'))
+    cell.server = key  # "b32": batched, at --max-batch
+    print(f"  {model} c={conc} {key}: {f(cell.rps, 0)} req/s, p50 {f(cell.p50_ms)} ms, p99 {f(cell.p99_ms)} ms, "
+          f"batch {f(cell.batch)}, srv {f(cell.server_ms, 2)} ms/req, others {f(max(cell.others, 0), 2)}, "
+          f"{codes_text(cell.codes)}", file=sys.stderr)
+    return cell
+
+
+def overload(run_async, srv: Server, paths: dict, payloads: dict, capacity: dict, specs: list[str], args):
+    print(f"\noverload: {' '.join(specs)} --queue 16; open-loop arrivals at 4x capacity (the best batched req/s "
+          f"above) for {args.overload_seconds:g} s, on up to {args.overload_connections} connections")
+    print("(200/s: 200s over the time from the first arrival to the last answer; not sent: arrivals that found every "
+          "connection waiting for an answer; reused: 200s on a connection's second or later request; first: the "
+          "answers to each connection's first request)")
+    print("| model | capacity req/s | arrivals/s asked | sent/s | 200/s | p50 / p99 ms of 200s | reused p50 / p99 | "
+          "first p50 ms | p50 ms of 503s | not sent | connections | srv / cli ms/resp | responses by status |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+    results = {}
+    for m in paths:
+        body, ctype, _ = payloads[m]
+        req = request_bytes(srv.port, "POST", f"/v1/models/{m}/predict", body, ctype)
+        r = run_async(open_loop(srv.port, srv.proc.pid, req, 4 * capacity[m], args.overload_seconds,
+                                args.overload_connections, b'"results"'))
+        results[m] = r
+        bad = any(k not in ("200", "503") for k in r["codes"])
+        print(f"| {m} | {capacity[m]:,.0f} | {r['rate']:,.0f} | {r['sent_per_s']:,.0f} | {r['ok_per_s']:,.0f} | "
+              f"{f(r['p50_200_ms'])} / {f(r['p99_200_ms'])} | {f(r['p50_200_reused_ms'])} / "
+              f"{f(r['p99_200_reused_ms'])} | {f(r['p50_first_ms'])} | {f(r['p50_503_ms'])} | {r['not_sent']:,} | "
+              f"{r['connections']} | {f(r['server_ms'], 2)} / {f(r['client_ms'], 2)} | "
+              f"{codes_text(r['codes'])}{' **NOT ONLY 200/503**' if bad else ''} |")
+    code = srv.stop()
+    print(f"overload server's exit code after SIGTERM: {code}")
+    return results, code
+
+
+def sigterm(run_async, srv: Server, paths: dict, payloads: dict, specs: list[str], args) -> dict:
+    reqs = {m: request_bytes(srv.port, "POST", f"/v1/models/{m}/predict", *payloads[m][:2]) for m in paths}
+    r = run_async(sigterm_run(srv, reqs, 16, args.sigterm_after, b'"results"', 60))
+    srv._err.close()
+    print(f"\nSIGTERM during load: {' '.join(specs)}; 16 clients per model sending back to back, SIGTERM after "
+          f"{args.sigterm_after:g} s, each client stopping at its first 503")
+    print("| model | responses by status | dropped | 503 before SIGTERM |")
+    print("|---|---|---:|---:|")
+    for m in paths:
+        print(f"| {m} | {codes_text(r['codes'][m])} | {r['dropped'][m]} | {r['queue_full_503'][m]} |")
+    print(f"server exit code {r['exit_code']} ({'ok' if r['exit_code'] == 0 else 'NOT 0'}), "
+          f"{f(r['exit_seconds'], 2)} s "
+          f"after SIGTERM (first 503 {f(r['first_503_s'], 3)} s after it); its stderr: {r['stderr']}")
+    return r
 
 
 if __name__ == "__main__":
