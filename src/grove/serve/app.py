@@ -45,6 +45,7 @@ RAW_TYPES = {
 }
 OPEN_PATHS = {"/", "/healthz", "/readyz"}  # no API key needed (the page holds nothing of the models)
 RETRY_AFTER = "1"  # seconds, for 503
+INLINE_DECODE = 16 << 10  # inputs up to this many bytes (or characters) in all are decoded on the event loop
 
 
 @dataclass
@@ -220,11 +221,14 @@ def create_app(state: ServerState) -> FastAPI:
             raise ApiError(400, f"model {name!r} is a language model: POST /v1/models/{name}/generate")
         raw_inputs, top_k = await _predict_inputs(request, w, state.limits, top_k)
         read = functools.partial(_read_all, w.predictor)
-        results = await _answer(w.predict(raw_inputs, read, top_k, beam_width, _timeout(request, state.limits)))
+        inline = sum(len(x) for x in raw_inputs) <= INLINE_DECODE
+        results = await _answer(w.predict(raw_inputs, read, top_k, beam_width, _timeout(request, state.limits), inline))
         if w.predictor.task == "ctc":
-            return {"model": name, "results": [{"transcript": text} for text in results]}
-        return {"model": name, "results": [{"top": [{"label": lab, "probability": p} for lab, p in row]}
-                                           for row in results]}
+            body = {"model": name, "results": [{"transcript": text} for text in results]}
+        else:
+            body = {"model": name, "results": [{"top": [{"label": lab, "probability": p} for lab, p in row]}
+                                               for row in results]}
+        return JSONResponse(body)  # built to the schema: no second validation on the way out
 
     async def generate(name: str, body: GenerateBody, request: Request):
         w = worker(name)
@@ -453,11 +457,18 @@ class Gate:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
         path = scope["path"]
+        refusal, w = None, None
         if self.state.draining and path not in ("/healthz", "/readyz"):
-            response = error(503, "the server is shutting down: send the request to another instance",
-                             **{"Retry-After": RETRY_AFTER})
-            self.metrics.observe(scope, 503, 0.0)
-            return await response(scope, receive, send)
+            refusal = "the server is shutting down: send the request to another instance"
+        elif path.startswith("/v1/models/") and path.endswith("/predict"):
+            # A full queue refuses before the body is read or the request routed: overload costs
+            # little, so the server keeps its throughput for the requests it takes.
+            w = self.state.workers.get(path[len("/v1/models/"):-len("/predict")])
+            if w is not None and w.full:
+                refusal = f"model {w.name!r} has {w.depth} inputs waiting (queue size {w.queue_size}): retry shortly"
+        if refusal is not None:
+            self.metrics.observe(scope, 503, 0.0, route=path if w is not None else None)
+            return await error(503, refusal, **{"Retry-After": RETRY_AFTER})(scope, receive, send)
         status = 500
         start = time.perf_counter()
 
@@ -495,10 +506,10 @@ class Metrics:
             w.on_batch = batch.labels(model=name).observe
             depth.labels(model=name).set_function(lambda w=w: w.depth)
 
-    def observe(self, scope, status: int, seconds: float) -> None:
-        route = scope.get("route")
+    def observe(self, scope, status: int, seconds: float, route: str | None = None) -> None:
         # The route's template (/v1/models/{name}/predict), so unknown paths cannot grow the label set.
-        label = getattr(route, "path", None) or ("/static" if scope["path"].startswith("/static/") else "other")
+        label = route or getattr(scope.get("route"), "path", None) or (
+            "/static" if scope["path"].startswith("/static/") else "other")
         self.requests.labels(route=label, code=str(status)).inc()
         self.latency.labels(route=label).observe(seconds)
 

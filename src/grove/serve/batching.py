@@ -52,7 +52,7 @@ class ModelWorker:
     on_batch: object = None  # called with each batch's size (the batch-size histogram)
     pending: deque = field(default_factory=deque)
     waiting: int = 0  # inputs in `pending`
-    arriving: int = 0  # requests being decoded, soon in `pending`
+    arriving: int = 0  # inputs being decoded, soon in `pending`
     streams: int = 0  # generations under way
 
     def __post_init__(self):
@@ -62,7 +62,11 @@ class ModelWorker:
 
     @property
     def depth(self) -> int:
-        return self.waiting + self.streams
+        return self.waiting + self.arriving + self.streams
+
+    @property
+    def full(self) -> bool:
+        return self.depth >= self.queue_size
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._batch_loop())
@@ -83,19 +87,22 @@ class ModelWorker:
         return await asyncio.get_running_loop().run_in_executor(self.executor, fn, *args)
 
     # -- predictions -----------------------------------------------------------------------------
-    async def predict(self, inputs: list, read, top: int, beam_width: int, timeout: float) -> list:
-        """Per input, its prediction. read(inputs) gives them as predict_batch takes them (on a
-        worker thread: decoding stays off the event loop; its exceptions are the caller's).
+    async def predict(self, inputs: list, read, top: int, beam_width: int, timeout: float, inline: bool = False) -> list:
+        """Per input, its prediction. read(inputs) gives them as predict_batch takes them: on a
+        worker thread, so decoding stays off the event loop, or here when `inline` (small inputs,
+        for which the thread hop costs more than the decoding); its exceptions are the caller's.
         QueueFull at once when there is no room, DeadlineExceeded after `timeout` seconds."""
         loop = asyncio.get_running_loop()
         self._admit(len(inputs))  # before decoding: a refusal costs nothing
-        self.arriving += 1
-        try:
-            items = await loop.run_in_executor(None, read, inputs)
-        finally:
-            self.arriving -= 1
-            self._wakeup.set()  # the batcher may be waiting for this request
-        self._admit(len(items))
+        if inline:
+            items = read(inputs)
+        else:
+            self.arriving += len(inputs)
+            try:
+                items = await loop.run_in_executor(None, read, inputs)
+            finally:
+                self.arriving -= len(inputs)
+                self._wakeup.set()  # the batcher may be waiting for this request
         job = Job(items, top, beam_width, loop.create_future(), loop.time())
         self.pending.append(job)
         self.waiting += len(items)
