@@ -58,9 +58,9 @@ espeak-ng is missing), raw audio/wav. Every 200 must carry "results".
 The header prints the CPU model, its bf16/AMX flags (benchmarks/machine.py), torch, onnxruntime
 and uvicorn versions; each cell's "others" is how many cores processes other than the server
 under test and the load generator kept busy (from /proc/stat, 10-ms ticks, so +-0.05 and shown
-as 0 when below; the idle servers count there). --server-gc stats|freeze runs the servers through
-a wrapper around grove.cli.main that reports their garbage collections at exit (and, with freeze,
-calls gc.freeze() once the models are loaded): a check of what gen-2 collections do to p99.
+as 0 when below; the idle servers count there). --server-gc stats runs the servers through a
+wrapper around grove.cli.main that reports their garbage collections at exit: a check of what
+collections do to p99 (the server freezes what it loaded, so full collections stay short).
 The issue's target is checked at the end: >= 5x the --max-batch 1 req/s at concurrency 32 for the
 image model, with p99 <= 100 ms.
 
@@ -658,29 +658,16 @@ class StubPredictor:
 
 
 def stub_server(kind: str, max_batch: int, max_delay_ms: float) -> None:
-    """What grove.serve.serve does for one model (its socket, ModelWorker, create_app and
-    DrainingServer), with a StubPredictor: grove serve loads only runs and exports. It uses
-    grove.serve's private _bind, and copies no more of serve() than that: a change there (gc
-    settings, limits) may need one here."""
-    import uvicorn
+    """grove's server (grove.serve.serve_predictors) for one StubPredictor."""
+    from grove.serve import bind, serve_predictors
 
-    from grove.serve import DrainingServer, _bind
-    from grove.serve.app import Limits, ServerState, create_app
-    from grove.serve.batching import ModelWorker
-
-    sock = _bind(HOST, 0)
-    workers = {"image": ModelWorker("image", StubPredictor(kind), max_batch, max_delay_ms / 1000, 256)}
-    state = ServerState(workers, Limits(), None)
-    config = uvicorn.Config(create_app(state), log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=state.limits.timeout)
-    DrainingServer(config, state).run(sockets=[sock])
+    serve_predictors({"image": StubPredictor(kind)}, bind(HOST, 0), max_batch, max_delay_ms)
 
 
 def gc_wrapper(mode: str, argv: list[str]) -> int:
     """`grove serve ARGV` (grove.cli.main) with its garbage collector watched: at exit, stderr gets
     one line "gc: ..." with the collections of each generation made while serving and the longest
-    pause; mode "freeze" also runs gc.collect(); gc.freeze() once the models are loaded (when
-    uvicorn starts up), so the objects of the imports and models are never scanned again."""
+    pause."""
     import atexit
     import gc
 
@@ -700,9 +687,6 @@ def gc_wrapper(mode: str, argv: list[str]) -> int:
     original = uvicorn.Server.startup
 
     async def startup(self, sockets=None):
-        if mode == "freeze":
-            gc.collect()
-            gc.freeze()
         began[1] = True
         return await original(self, sockets)
 
@@ -838,9 +822,8 @@ def main() -> None:
     parser.add_argument("--no-diagnose", action="store_true")
     parser.add_argument("--quick", action="store_true", help="a smoke run: tiny training, short cells")
     parser.add_argument("--json", type=Path, default=None, help="save every figure here")
-    parser.add_argument("--server-gc", choices=("stats", "freeze"), default=None,
-                        help="run the servers under a wrapper that reports their garbage collections (stats) "
-                             "and also calls gc.freeze() once the models are loaded (freeze)")
+    parser.add_argument("--server-gc", choices=("stats",), default=None,
+                        help="run the servers under a wrapper that reports their garbage collections")
     parser.add_argument("--stub-server", choices=("null", "decode"), default=None, help=argparse.SUPPRESS)
     if sys.argv[1:2] == ["--gc-wrapper"]:
         raise SystemExit(gc_wrapper(sys.argv[2], sys.argv[3:]))

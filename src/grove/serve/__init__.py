@@ -73,11 +73,18 @@ def serve(paths: list[str], host: str = "127.0.0.1", port: int = 8000, max_batch
         api_key = os.environ.get(api_key_env)
         if not api_key:
             raise GroveError(f"--api-key-env {api_key_env}: the environment variable {api_key_env} is not set or empty")
-    sock = _bind(host, port)  # before loading: a port in use is reported at once
+    sock = bind(host, port)  # before loading: a port in use is reported at once
     if not _is_loopback(host) and api_key is None:
         print(f"warning: serving on {host} without an API key: anyone who can reach this port can use the models "
               "(set one with --api-key-env NAME)", file=sys.stderr)
     predictors = load_models(paths, threads, device, int8)
+    serve_predictors(predictors, sock, max_batch, max_delay_ms, queue, api_key, limits)
+
+
+def serve_predictors(predictors: dict, sock: socket.socket, max_batch: int = 32, max_delay_ms: float = 5.0,
+                     queue: int = 256, api_key: str | None = None, limits: Limits | None = None) -> None:
+    """Serve {name: predictor} (anything with the PredictorBase API) on a bound socket until
+    SIGTERM or Ctrl-C, then drain and return."""
     workers = {name: ModelWorker(name, p, max_batch, max_delay_ms / 1000, queue) for name, p in predictors.items()}
     state = ServerState(workers, limits or Limits(), api_key)
     # The models and libraries just loaded are long-lived: moved out of the collector's sight, a
@@ -123,7 +130,8 @@ class DrainingServer(uvicorn.Server):
               flush=True)
 
 
-def _bind(host: str, port: int) -> socket.socket:
+def bind(host: str, port: int) -> socket.socket:
+    """A socket bound to host:port (0: a free port), or a one-line GroveError."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as err:
