@@ -26,6 +26,6 @@ schema = schemathesis.pytest.from_fixture("api_schema")
 
 
 @schema.parametrize()
-@settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=40, deadline=None, suppress_health_check=list(HealthCheck))
 def test_the_api_holds_to_its_schema(case):
     case.call_and_validate(excluded_checks=[positive_data_acceptance, negative_data_rejection])
