@@ -142,6 +142,11 @@ BIG = b"\0" * (10 * (1 << 20) + 1)
     ("image", {"json": {"inputs": ["x"]}}, 415, "multipart/form-data"),
     ("text", {"content": b"x", "headers": {"content-type": "image/png"}}, 415, "cannot take image/png"),
     ("nope", {"json": {"inputs": ["x"]}}, 404, "no model named 'nope'"),
+    ("text", {"json": {"inputs": ["x"], "topk": 1}}, 422, "unknown key 'topk' (did you mean 'top_k'?)"),
+    ("text", {"json": {"inputs": ["x"]}, "params": {"topk": 1}}, 422, "unknown query parameter 'topk'"),
+    ("ctc", {"content": b"x", "headers": {"content-type": "audio/wav"}, "params": {"top_k": 1}}, 422, "takes beam_width"),
+    ("image", {"content": b"", "headers": {"content-type": "image/png"}}, 400, "the body is empty"),
+    ("image", {"files": [("file", (str(i), b"x")) for i in range(65)]}, 413, "at most 64 inputs"),
     ("gpt", {"json": {"inputs": ["x"]}}, 400, "language model"),
     ("image", {"content": png(), "headers": {"content-type": "image/png", "x-request-timeout": "0.001"}}, 504, "within"),
     ("image", {"content": png(), "headers": {"content-type": "image/png", "x-request-timeout": "soon"}}, 400, "seconds"),
@@ -163,6 +168,26 @@ def test_generation_errors(client):
         assert response.status_code == code and says in response.json()["error"], response.text
     response = client.post("/v1/models/image/generate", json={"prompt": "x"})
     assert response.status_code == 400 and "does not generate" in response.json()["error"]
+    response = client.post("/v1/models/gpt/generate", json={"prompt": "Fir", "max_tokens": 3})
+    assert response.status_code == 422 and "unknown key 'max_tokens' (did you mean 'max_new_tokens'?)" in response.text
+    response = client.post("/v1/models/gpt/generate", content=b"Fir", headers={"content-type": "text/plain"})
+    assert response.status_code == 415 and "application/json" in response.json()["error"]
+
+
+def test_unknown_endpoints_and_methods_say_where_to_look(client):
+    response = client.get("/v1/model")
+    assert response.status_code == 404 and "GET /v1/models lists" in response.json()["error"]
+    response = client.get("/v1/models/image/predict")
+    assert response.status_code == 405 and "takes POST" in response.json()["error"]
+
+
+def test_a_request_larger_than_max_batch_runs_in_passes(client):
+    before = batches(client)
+    files = [("file", (str(i), png(i % 10))) for i in range(40)]  # the served max batch is 32
+    response = predict(client, "image", files=files, params={"top_k": 1})
+    assert response.status_code == 200 and len(response.json()["results"]) == 40
+    after = batches(client)
+    assert (after["count"] - before["count"], after["sum"] - before["sum"]) == (2, 40)
 
 
 def test_concurrent_requests_share_batches_and_a_bad_one_fails_alone(client):
@@ -242,6 +267,8 @@ def test_api_key(start_server, tiny_runs):
             for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": "s3cret"}):
                 response = c.get(path, headers=headers)
                 assert response.status_code == 401 and "API key" in response.json()["error"], (path, headers)
+                assert response.headers["www-authenticate"] == "Bearer"
+            assert "is wrong" in c.get(path, headers={"authorization": "Bearer wrong"}).json()["error"]
             assert c.get(path, headers={"authorization": "Bearer s3cret"}).status_code == 200
         assert predict(c, "text", json={"inputs": ["x"]}).status_code == 401
         assert predict(c, "text", json={"inputs": ["x"]}, headers={"authorization": "Bearer s3cret"}).status_code == 200
@@ -292,6 +319,21 @@ def test_sigterm_drains_then_exits_0(start_server, tiny_runs):
     assert "draining" in server.proc.stderr.read()
 
 
+def test_a_second_ctrl_c_stops_at_once_without_a_traceback(start_server, tiny_runs):
+    server = start_server(f"gpt={tiny_runs['gpt'][0]}", "--threads", "1")
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        with c.stream("POST", "/v1/models/gpt/generate",
+                      json={"prompt": "Fir", "max_new_tokens": 1000, "temperature": 0, "stream": True}) as stream:
+            next(stream.iter_lines())
+            server.proc.send_signal(signal.SIGINT)
+            while c.get("/readyz").status_code == 200:  # draining: the stream goes on
+                pass
+            server.proc.send_signal(signal.SIGINT)
+            assert server.proc.wait(30) == 130
+    err = server.proc.stderr.read()
+    assert "stopped before the requests under way finished" in err and "Traceback" not in err
+
+
 def test_cli_mistakes_are_one_line(tiny_runs, tmp_path):
     run = tiny_runs["text"][0]
     cases = [
@@ -300,9 +342,10 @@ def test_cli_mistakes_are_one_line(tiny_runs, tmp_path):
         (["serve", run, "--api-key-env", "GROVE_UNSET_KEY_VAR"], "GROVE_UNSET_KEY_VAR is not set"),
         (["serve", "bad name=" + str(run)], "model name 'bad name'"),
         (["serve", run, "--int8"], "--int8 runs export folders"),
+        (["serve", run, "--port", "99999"], "must be 0 (a free port) to 65535"),
     ]
     for args, says in cases:
-        result = run_grove(*args, "--port", "0")
+        result = run_grove(*args, *([] if "--port" in args else ["--port", "0"]))
         assert result.returncode == 2 and says in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
     warned = run_grove("serve", tmp_path / "missing", "--host", "0.0.0.0", "--port", "0")

@@ -65,9 +65,11 @@ def serve(paths: list[str], host: str = "127.0.0.1", port: int = 8000, max_batch
     """Serve the models until SIGTERM or Ctrl-C, then drain and return."""
     for name, value in (("max_batch", max_batch), ("queue", queue)):
         if value < 1:
-            raise GroveError(f"--{name.replace('_', '-')} must be at least 1; got {value}")
+            raise GroveError(f"{name} (--{name.replace('_', '-')}) must be at least 1; got {value}")
     if max_delay_ms < 0:
-        raise GroveError(f"--max-delay-ms must be at least 0; got {max_delay_ms}")
+        raise GroveError(f"max_delay_ms (--max-delay-ms) must be at least 0; got {max_delay_ms}")
+    if not 0 <= port <= 65535:
+        raise GroveError(f"port (--port) must be 0 (a free port) to 65535; got {port}")
     api_key = None
     if api_key_env:
         api_key = os.environ.get(api_key_env)
@@ -107,8 +109,9 @@ class DrainingServer(uvicorn.Server):
 
     def handle_exit(self, sig, frame):
         if self.drain_since is not None:
-            if sig == signal.SIGINT:
-                self.should_exit = self.force_exit = True
+            if sig == signal.SIGINT:  # asked twice: stop now, without uvicorn's cancellation tracebacks
+                print("stopped before the requests under way finished", file=sys.stderr, flush=True)
+                os._exit(130)
             return
         self.state.draining = True
         self.drain_since = time.monotonic()

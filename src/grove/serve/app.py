@@ -30,7 +30,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from fastapi.staticfiles import StaticFiles
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
 
@@ -70,6 +70,8 @@ class ServerState:
 class PredictBody(BaseModel):
     """A text model's JSON body."""
 
+    model_config = ConfigDict(extra="forbid")  # a misspelt option is an error, not a default
+
     inputs: list[Annotated[str, Field(min_length=1, pattern=r"\S")]] = Field(min_length=1, description="texts to classify")
     top_k: int = Field(5, ge=1, le=1000, description="labels per input, most probable first")
 
@@ -90,6 +92,8 @@ class PredictResponse(BaseModel):
 
 
 class GenerateBody(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     prompt: str = Field(min_length=1)
     max_new_tokens: int = Field(200, ge=1)
     temperature: float = Field(0.8, ge=0, le=100, description="0 picks the most probable token")
@@ -155,9 +159,10 @@ def create_app(state: ServerState) -> FastAPI:
     bearer = HTTPBearer(auto_error=False, description="the server's API key (--api-key-env)")
 
     def authorized(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
-        given = credentials.credentials if credentials is not None else ""
-        if not hmac.compare_digest(given.encode(), state.api_key.encode()):
+        if credentials is None:
             raise ApiError(401, "this server needs its API key: send the header 'Authorization: Bearer KEY'")
+        if not hmac.compare_digest(credentials.credentials.encode(), state.api_key.encode()):
+            raise ApiError(401, "the API key is wrong: send the server's key as 'Authorization: Bearer KEY'")
 
     # Without a key the schema declares no security: it describes the server as it runs.
     guarded = [Depends(authorized)] if state.api_key is not None else []
@@ -172,15 +177,26 @@ def create_app(state: ServerState) -> FastAPI:
 
     @app.exception_handler(ApiError)
     async def _api_error(request, exc: ApiError):
-        return error(exc.status, exc.message, **({"Retry-After": RETRY_AFTER} if exc.status == 503 else {}))
+        headers = {503: {"Retry-After": RETRY_AFTER}, 401: {"WWW-Authenticate": "Bearer"}}.get(exc.status, {})
+        return error(exc.status, exc.message, **headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request, exc: RequestValidationError):
-        return error(422, "the request does not fit the schema: " + _explain(exc.errors()))
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if request.url.path.endswith("/generate") and ctype != "application/json":
+            return error(415, 'generate takes application/json: {"prompt": "...", "max_new_tokens": 200, ...}')
+        return error(422, "the request does not fit the schema: " + _explain(exc.errors(), GenerateBody.model_fields))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request, exc: StarletteHTTPException):
-        return error(exc.status_code, str(exc.detail), **(exc.headers or {}))  # e.g. Allow with a 405
+        headers = exc.headers or {}  # e.g. Allow with a 405
+        message = str(exc.detail)
+        if exc.status_code == 404:
+            message = f"no endpoint {request.url.path}: GET /v1/models lists the models and their endpoints"
+        elif exc.status_code == 405:
+            allow = next((v for k, v in headers.items() if k.lower() == "allow"), None)
+            message = f"{request.url.path} does not take {request.method}; it takes {allow or 'other methods'}"
+        return error(exc.status_code, message, **headers)
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     async def healthz():
@@ -219,6 +235,13 @@ def create_app(state: ServerState) -> FastAPI:
         w = worker(name)
         if w.predictor.task == "lm":
             raise ApiError(400, f"model {name!r} is a language model: POST /v1/models/{name}/generate")
+        known = ["beam_width"] if w.predictor.task == "ctc" else ["top_k"]
+        for key in request.query_params:
+            if key not in known:
+                from grove.errors import did_you_mean
+
+                raise ApiError(422, f"unknown query parameter {key!r}{did_you_mean(key, known)}; "
+                                    f"this model takes {', '.join(known)}")
         raw_inputs, top_k = await _predict_inputs(request, w, state.limits, top_k)
         read = functools.partial(_read_all, w.predictor)
         inline = sum(len(x) for x in raw_inputs) <= INLINE_DECODE
@@ -373,6 +396,9 @@ async def _predict_inputs(request: Request, w: ModelWorker, limits: Limits, top_
     modality = w.predictor.modality
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     body = await _read_body(request, limits.max_body)
+    if not body:
+        raise ApiError(400, "the body is empty: send " + ('{"inputs": ["a text"]} as application/json' if modality == "text"
+                                                          else f"the {modality} file (or several as multipart/form-data)"))
     if ctype == "application/json":
         if modality != "text":
             raise ApiError(415, f"model {w.name!r} takes {modality} files: send them as multipart/form-data or as the "
@@ -382,7 +408,7 @@ async def _predict_inputs(request: Request, w: ModelWorker, limits: Limits, top_
         except ValidationError as err:
             if any(e["type"] == "json_invalid" for e in err.errors()):
                 raise ApiError(400, f"the body is not valid JSON: {err.errors()[0]['msg']}") from None
-            raise ApiError(422, "the request does not fit the schema: " + _explain(err.errors())) from None
+            raise ApiError(422, "the request does not fit the schema: " + _explain(err.errors(), PredictBody.model_fields)) from None
         inputs, top_k = parsed.inputs, parsed.top_k
     elif ctype == "multipart/form-data":
         inputs = await _multipart(request, body, modality, limits)
@@ -414,6 +440,9 @@ async def _multipart(request: Request, body: bytes, modality: str, limits: Limit
         form = await MultiPartParser(request.headers, stream(), max_files=limits.max_inputs,
                                      max_fields=limits.max_inputs, max_part_size=limits.max_body).parse()
     except MultiPartException as err:
+        if err.message.startswith("Too many"):
+            raise ApiError(413, f"the request has too many parts; this server takes at most {limits.max_inputs} inputs "
+                                "at once") from None
         raise ApiError(400, f"the multipart body cannot be read: {err.message}") from None
     try:
         inputs = []
@@ -437,11 +466,16 @@ def _decode_text(data: bytes) -> str:
         raise ApiError(400, "the text is not UTF-8") from None
 
 
-def _explain(errors) -> str:
+def _explain(errors, fields=()) -> str:
+    from grove.errors import did_you_mean
+
     parts = []
     for e in errors[:3]:
         where = ".".join(str(x) for x in e.get("loc", ()) if x != "body")
-        parts.append(f"{where}: {e['msg']}" if where else e["msg"])
+        if e["type"] == "extra_forbidden":
+            parts.append(f"unknown key {where!r}{did_you_mean(where, fields)}")
+        else:
+            parts.append(f"{where}: {e['msg']}" if where else e["msg"])
     return "; ".join(parts)
 
 

@@ -135,8 +135,9 @@ class ModelWorker:
                 await self._run_batch(batch)
 
     def _take(self) -> list[Job]:
-        """The oldest requests that fit one batch: up to max_batch inputs (one larger request runs
-        alone), sharing the oldest's beam width; requests nobody waits for are dropped."""
+        """The oldest requests that fit one batch: up to max_batch inputs (a larger request runs
+        alone, in passes of max_batch), sharing the oldest's beam width; requests nobody waits for
+        are dropped."""
         batch, size = [], 0
         while self.pending:
             job = self.pending[0]
@@ -156,9 +157,10 @@ class ModelWorker:
         items = [item for job in batch for item in job.items]
         top = max(job.top for job in batch)
         if self.on_batch is not None:
-            self.on_batch(len(items))
+            for start in range(0, len(items), self.max_batch):
+                self.on_batch(min(self.max_batch, len(items) - start))
         try:
-            results = await self.run(self.predictor.predict_batch, items, top, batch[0].beam_width)
+            results = await self.run(self._predict_chunks, items, top, batch[0].beam_width)
         except Exception as err:
             if len(batch) == 1:
                 _settle(batch[0], error=err)
@@ -172,6 +174,13 @@ class ModelWorker:
             rows = results[start : start + len(job.items)]
             start += len(job.items)
             _settle(job, [row[: job.top] if isinstance(row, list) else row for row in rows])
+
+    def _predict_chunks(self, items: list, top: int, beam_width: int) -> list:
+        """predict_batch in passes of at most max_batch inputs (a larger request is split)."""
+        results = []
+        for start in range(0, len(items), self.max_batch):
+            results += self.predictor.predict_batch(items[start : start + self.max_batch], top, beam_width)
+        return results
 
     # -- generation ------------------------------------------------------------------------------
     async def generate(self, prompt: str, options: dict, timeout: float):

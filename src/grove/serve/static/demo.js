@@ -569,7 +569,9 @@
         signal,
       });
     } else {
-      response = await api(`${modelPath("predict")}?top_k=${TOP_K}`, {
+      // transcription models take a beam width, classifiers how many labels to return
+      const query = current.task === "ctc" ? "" : `?top_k=${TOP_K}`;
+      response = await api(`${modelPath("predict")}${query}`, {
         method: "POST",
         headers: { "Content-Type": pending.type },
         body: pending.blob,
