@@ -96,6 +96,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
+from machine import cpu_busy_seconds  # noqa: E402
 
 HOST = "127.0.0.1"
 MODELS = ("image", "text", "audio")
@@ -175,15 +176,6 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def machine_cpu() -> float:
-    try:
-        fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    except (OSError, ValueError):
-        return float("nan")
-    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
-    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
 async def fetch(port: int, path: str) -> tuple[int, bytes]:
     conn = await Conn(port).open()
     try:
@@ -254,11 +246,11 @@ async def closed_loop(port: int, pid: int, model: str | None, request: bytes, co
 
     async def snapshots():
         await asyncio.sleep(max(0.0, window["start"] - CLOCK()))
-        snap = {"cpu": proc_cpu(pid), "mine": time.process_time(), "all": machine_cpu(), "n": len(lat)}
+        snap = {"cpu": proc_cpu(pid), "mine": time.process_time(), "all": cpu_busy_seconds(), "n": len(lat)}
         if model is not None:
             snap["batch"] = batch_stats((await fetch(port, "/metrics"))[1], model)
         await done.wait()
-        end = {"cpu": proc_cpu(pid), "mine": time.process_time(), "all": machine_cpu()}
+        end = {"cpu": proc_cpu(pid), "mine": time.process_time(), "all": cpu_busy_seconds()}
         if model is not None:
             end["batch"] = batch_stats((await fetch(port, "/metrics"))[1], model)
         return snap, end

@@ -43,7 +43,6 @@ RAW_TYPES = {
     "image": ("image/png", "image/jpeg", "image/bmp", "image/gif", "image/webp", "image/tiff"),
     "audio": ("audio/wav", "audio/x-wav", "audio/wave", "audio/flac", "audio/ogg"),
 }
-OPEN_PATHS = {"/", "/healthz", "/readyz"}  # no API key needed (the page holds nothing of the models)
 RETRY_AFTER = "1"  # seconds, for 503
 INLINE_DECODE = 16 << 10  # inputs up to this many bytes (or characters) in all are decoded on the event loop
 
@@ -153,7 +152,6 @@ def create_app(state: ServerState) -> FastAPI:
         description="Predictions and generation from grove runs and exports.",
         lifespan=_lifespan(state),
     )
-    app.state.grove = state
     metrics = Metrics(state)
     app.add_middleware(Gate, state=state, metrics=metrics)
     bearer = HTTPBearer(auto_error=False, description="the server's API key (--api-key-env)")
