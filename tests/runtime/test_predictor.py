@@ -157,6 +157,7 @@ def test_threads_reach_onnx_runtime_and_torch(tiny_runs, tiny_samples, capsys):
     from grove.cli import main
 
     options = grove.load(tiny_runs["image"][1], threads=1).session.session.get_session_options()
+    capsys.readouterr()  # the tiny run's training log, when it was trained just now
     assert options.intra_op_num_threads == 1 and options.inter_op_num_threads == 1
     before = torch.get_num_threads()
     try:
