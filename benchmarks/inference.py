@@ -64,7 +64,6 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -81,7 +80,7 @@ from grove.engine.precision import cpu_info, native_bf16
 from grove.runtime.session import physical_cores
 
 sys.path.insert(0, os.path.dirname(__file__))
-from machine import cpu_busy_seconds, machine_line  # noqa: E402
+from machine import cpu_busy_seconds, machine_line, train_run  # noqa: E402
 
 # key -> (recipe, overrides, registry model name)
 MODELS = {
@@ -130,23 +129,8 @@ class Result:
 
 # -- runs ----------------------------------------------------------------------------------------
 def train(key: str, steps: int, work: Path) -> Path:
-    """`grove train RECIPE train.max_steps=N run.dir=work/runs` in a subprocess; the run's folder."""
     recipe, overrides, _ = MODELS[key]
-    base = work / "runs"
-    cmd = [sys.executable, "-m", "grove", "train", recipe, f"train.max_steps={steps}", f"run.dir={base}", *overrides]
-    log = work / f"train-{key}.log"
-    # Training is not what is measured: OpenMP threads that sleep instead of spinning keep it
-    # from crawling on a shared machine (benchmarks/RESULTS.md, "Speech"); the weights are the same.
-    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
-    with open(log, "w") as out:
-        done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-    text = log.read_text()
-    if done.returncode != 0:
-        raise RuntimeError(f"`{' '.join(cmd[2:])}` exited {done.returncode}: " + " | ".join(text.strip().splitlines()[-3:]))
-    for line in reversed(text.splitlines()):
-        if line.startswith("run directory: "):
-            return Path(line.removeprefix("run directory: ").strip())
-    raise RuntimeError(f"`{' '.join(cmd[2:])}` printed no run directory (see {log})")
+    return train_run(recipe, work, [f"train.max_steps={steps}", *overrides], log_name=key)
 
 
 def key_of(run: Path) -> str:

@@ -83,3 +83,27 @@ def peak_matmul_flops(dtype: torch.dtype, n: int = 2048, seconds: float = 3.0) -
                     product()
                 best = max(best, 4 * 2 * n**3 / (time.perf_counter() - t))
     return best
+
+
+def train_run(recipe: str, work: Path, overrides: list[str] = (), log_name: str | None = None) -> Path:
+    """`grove train RECIPE run.dir=work/runs OVERRIDES` in a subprocess; the run's folder.
+
+    Training is not what the benchmarks measure: OpenMP threads that sleep instead of spinning
+    keep it from crawling on a shared machine (benchmarks/RESULTS.md, "Speech"); the weights are
+    the same. A failure ends the benchmark with the log's last lines.
+    """
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "grove", "train", recipe, f"run.dir={work / 'runs'}", *overrides]
+    log = work / f"train-{log_name or recipe}.log"
+    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
+    with open(log, "w") as out:
+        done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
+    text = log.read_text()
+    if done.returncode != 0:
+        raise SystemExit(f"`{' '.join(cmd[2:])}` exited {done.returncode}: " + " | ".join(text.strip().splitlines()[-3:]))
+    for line in reversed(text.splitlines()):
+        if line.startswith("run directory: "):
+            return Path(line.removeprefix("run directory: ").strip())
+    raise SystemExit(f"`{' '.join(cmd[2:])}` printed no run directory (see {log})")

@@ -96,7 +96,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(__file__))
-from machine import cpu_busy_seconds  # noqa: E402
+from machine import cpu_busy_seconds, train_run  # noqa: E402
 
 HOST = "127.0.0.1"
 MODELS = ("image", "text", "audio")
@@ -500,26 +500,6 @@ def stop_all(servers: dict, timeout: float = 40) -> dict:
 # -- models and inputs ---------------------------------------------------------------------------
 def is_export(path: Path) -> bool:
     return (path / "export.json").is_file()
-
-
-def train(recipe: str, work: Path, steps: int | None, overrides: list[str]) -> Path:
-    cmd = [sys.executable, "-m", "grove", "train", recipe, f"run.dir={work / 'runs'}", *overrides]
-    if steps is not None:
-        cmd.append(f"train.max_steps={steps}")
-    log = work / f"train-{recipe}.log"
-    # Training is not what is measured: sleeping OpenMP threads keep it from crawling on a shared
-    # machine (as benchmarks/inference.py does); the servers run with the environment as it is.
-    env = {**os.environ, "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "PASSIVE")}
-    with open(log, "w") as out:
-        done = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
-    text = log.read_text()
-    if done.returncode != 0:
-        tail = " | ".join(text.strip().splitlines()[-3:])
-        raise SystemExit(f"`{' '.join(cmd[2:])}` exited {done.returncode}: {tail}")
-    for line in reversed(text.splitlines()):
-        if line.startswith("run directory: "):
-            return Path(line.removeprefix("run directory: ").strip())
-    raise SystemExit(f"`{' '.join(cmd[2:])}` printed no run directory (see {log})")
 
 
 def export(run: Path, work: Path) -> Path:
@@ -994,7 +974,8 @@ def prepare_models(args, work: Path) -> dict[str, dict[str, Path]]:
             t = CLOCK()
             recipe = args.image_recipe if m == "image" else RECIPES[m]
             steps = (10 if args.quick else None) if m == "image" else args.train_steps
-            given = train(recipe, work, steps, args.image_override if m == "image" else [])
+            overrides = [*(args.image_override if m == "image" else []), *([f"train.max_steps={steps}"] if steps else [])]
+            given = train_run(recipe, work, overrides)
             print(f"  {m}: trained {recipe}" + (f" for {steps} steps" if steps else " (the whole recipe)")
                   + f" in {CLOCK() - t:.0f} s -> {given}", file=sys.stderr)
         if is_export(given):

@@ -101,6 +101,23 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--threads", type=positive, help="CPU threads per model (default: ONNX Runtime the physical cores)")
     v.set_defaults(run=cmd_serve)
 
+    rp = sub.add_parser("report", help="one self-contained HTML page about a finished run")
+    rp.add_argument("run_dir", metavar="RUN")
+    rp.add_argument("--out", metavar="FILE.html", help="where to write it (default: RUN/report.html)")
+    rp.add_argument("--device", default="auto")
+    rp.set_defaults(run=cmd_report)
+
+    xp = sub.add_parser("explain", help="why a run's model decided: attributions, a picture, a deletion score")
+    xp.add_argument("run_dir", metavar="RUN")
+    xp.add_argument("inputs", nargs="+", metavar="INPUT", help="image or WAV/FLAC files, texts, or prompts for a language model")
+    xp.add_argument("--method", default="auto", help="auto, ig, saliency, gradcam, occlusion or attention")
+    xp.add_argument("--target", metavar="LABEL", help="explain this label (a language model: this next token), not the predicted one")
+    xp.add_argument("--out", metavar="DIR", help="where pictures and attributions go (default: RUN/explanations)")
+    xp.add_argument("--json", action="store_true")
+    xp.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    xp.add_argument("--device", default="auto")
+    xp.set_defaults(run=cmd_explain)
+
     sub.add_parser("recipes", help="list the built-in recipes").set_defaults(run=cmd_recipes)
     sub.add_parser("models", help="list the registered models").set_defaults(run=cmd_models)
     sub.add_parser("datasets", help="list the registered data sets").set_defaults(run=cmd_datasets)
@@ -266,6 +283,37 @@ def cmd_export(args) -> int:
     return 0
 
 
+def cmd_explain(args) -> int:
+    from pathlib import Path
+
+    from grove.predictor import Predictor
+    from grove.runtime.manifest import is_export_dir
+
+    if is_export_dir(args.run_dir):
+        raise GroveError("explanations take gradients through the PyTorch model: pass the run directory, not an export folder")
+    predictor = Predictor.load(args.run_dir, args.checkpoint, args.device)
+    explanations = predictor.explain(args.inputs, method=args.method, target=args.target)
+    out = Path(args.out) if args.out else Path(args.run_dir) / "explanations"
+    records, stems = [], set()
+    for i, e in enumerate(explanations):
+        stem = f"{Path(e.input).stem if Path(e.input).is_file() else predictor.modality}.{e.method}"
+        stem = stem if stem not in stems else f"{stem}-{i}"
+        stems.add(stem)
+        files = e.save(out, stem)
+        records.append({**e.to_dict(), "files": [str(f) for f in files]})
+        if args.json:
+            continue
+        d = e.deletion
+        faithful = "" if d["auc"] is None else f"; deletion area {d['auc']:.3f} (random order {d['random_auc']:.3f})"
+        print(f"{e.input}: {e.target!r} ({e.probability:.3f}) by {e.method}{faithful}")
+        if e.tokens is not None:
+            print("  " + e.terminal(color=sys.stdout.isatty()))
+        print(f"  {', '.join(map(str, files))}")
+    if args.json:
+        print(json.dumps(records, indent=2))
+    return 0
+
+
 def cmd_serve(args) -> int:
     try:
         from grove.serve import serve
@@ -279,6 +327,13 @@ def cmd_serve(args) -> int:
     serve(args.paths, host=args.host, port=args.port, max_batch=args.max_batch, max_delay_ms=args.max_delay_ms,
           queue=args.queue, api_key_env=args.api_key_env, limits=limits, threads=args.threads, device=args.device,
           int8=args.int8)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from grove.report import write_report
+
+    print(f"report: {write_report(args.run_dir, out=args.out, device=args.device)}")
     return 0
 
 

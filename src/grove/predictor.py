@@ -10,14 +10,15 @@ way the training data was.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Iterator
 
 import torch
 
 from grove.data.loader import to_device
-from grove.errors import GroveError
+from grove.errors import GroveError, did_you_mean
 from grove.rundir import LoadedRun, load_run
-from grove.runtime.base import PredictorBase
+from grove.runtime.base import PredictorBase, is_tensor
 from grove.tasks.classification import top_k
 
 
@@ -93,6 +94,42 @@ class Predictor(PredictorBase):
             raise GroveError(f"cannot classify {str(text)!r}: it is empty after tokenization")
         return ids
 
+    # -- explanations ----------------------------------------------------------------------------
+    def explain(self, inputs, method: str = "auto", target: str | None = None) -> list:
+        """Per input, an Explanation (grove.explain) of the predicted label, or of `target` (a class
+        name; a language model's next token), by `method`: auto, ig, saliency, gradcam, occlusion
+        or attention. Prompts, for a language model, explain the token that comes next."""
+        from grove.explain import explain_items
+
+        if isinstance(inputs, (str, Path, bytes)) or (is_tensor(inputs) and inputs.dim() == 3):
+            inputs = [inputs]
+        if not len(inputs):
+            raise GroveError("nothing to explain: give at least one input")
+        read = self._read_prompt if self.task == "lm" else self.read
+        items = [read(x) for x in inputs]
+        names = [str(x) if isinstance(x, (str, Path)) else f"#{i}" for i, x in enumerate(inputs)]
+        targets = None if target is None else [self._target_index(target)] * len(items)
+        return explain_items(self, items, names, method, targets)
+
+    def _target_index(self, target: str) -> int:
+        if self.task == "ctc":
+            raise GroveError("a transcription is explained character by character as decoded: drop --target")
+        if self.task == "lm":
+            ids = self.tokenizer.encode(str(target), add_special_tokens=False)
+            if len(ids) != 1:
+                raise GroveError(f"the target {target!r} is {len(ids)} tokens for this model: give one token")
+            return ids[0]
+        if str(target) not in self.classes:
+            shown = ", ".join(self.classes[:20]) + (" ..." if len(self.classes) > 20 else "")
+            raise GroveError(f"unknown target label '{target}'{did_you_mean(target, self.classes)}; the labels are {shown}")
+        return self.classes.index(str(target))
+
+    def _read_prompt(self, prompt) -> list[int]:
+        ids = self.tokenizer.encode(str(prompt), add_special_tokens=False)  # GroveError for unknown characters
+        if not ids:
+            raise GroveError("the prompt is empty after tokenization: give at least one known character or word")
+        return ids
+
     # -- language models -------------------------------------------------------------------------
     def generate(
         self, prompt: str, max_new_tokens: int = 200, temperature: float = 0.8, top_k: int | None = None,
@@ -101,9 +138,7 @@ class Predictor(PredictorBase):
         """The continuation of `prompt`, yielded piece by piece as tokens are produced."""
         if self.task != "lm":
             raise GroveError("only language-model runs generate text; use predict for this run")
-        ids = self.tokenizer.encode(prompt, add_special_tokens=False)  # GroveError for unknown characters
-        if not ids:
-            raise GroveError("the prompt is empty after tokenization: give at least one known character or word")
+        ids = self._read_prompt(prompt)
         if seed is not None:
             torch.manual_seed(seed)
         idx = torch.tensor([ids], dtype=torch.long, device=self.device)

@@ -148,6 +148,14 @@ def test_feature_layer_is_hooked_and_forward_features_runs(name):
     assert features.is_floating_point() and torch.isfinite(features).all()
 
 
+def test_token_models_name_their_embedding(name):
+    model = build(name)
+    spec = model.input_spec()[0]
+    if spec.dtype != "int64":
+        return
+    assert isinstance(model.get_submodule(model.embedding_layer), torch.nn.Embedding)
+
+
 def test_reset_classifier(name):
     model = build(name)
     if name in LANGUAGE_MODELS:

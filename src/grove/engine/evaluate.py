@@ -17,17 +17,25 @@ from grove.tasks import Task
 
 
 @torch.no_grad()
-def evaluate(model, loader: BatchLoader, task, transform, speed: Speed, per_class: bool = False) -> dict:
-    """The task's metrics over the loader's split, reduced across processes."""
+def evaluate(model, loader: BatchLoader, task, transform, speed: Speed, per_class: bool = False,
+             on_batch: Callable | None = None) -> dict:
+    """The task's metrics over the loader's split, reduced across processes.
+
+    `on_batch(inputs, outputs, targets)`, when given, sees every batch as the loader gave it
+    (before the transform) with the model's outputs, so per-sample figures (grove report's
+    calibration and mistakes) come from the same pass as the metrics.
+    """
     was_training = model.training
     model.eval()
     metrics = task.metrics(loader.device)
     with task.fresh_state():
         for inputs, targets in loader.epoch(0):
-            inputs = speed.memory_format(transform(inputs, False))
+            x = speed.memory_format(transform(inputs, False))
             with speed.autocast():
-                loss, outputs = task.step(model, inputs, targets)
+                loss, outputs = task.step(model, x, targets)
             metrics.update(outputs, targets, loss)
+            if on_batch is not None:
+                on_batch(inputs, outputs, targets)
     metrics.all_reduce()
     model.train(was_training)
     return metrics.compute(per_class=per_class)
@@ -94,8 +102,10 @@ def final_report(result: FinishedRun) -> dict:
     return summary
 
 
-def evaluate_run(run_dir: str, split: str | None = None, checkpoint: str = "best", device: str = "auto") -> dict:
-    """`grove evaluate`: a checkpoint of a run on one split, rebuilt from the run directory alone."""
+def evaluate_run(run_dir: str, split: str | None = None, checkpoint: str = "best", device: str = "auto",
+                 on_batch: Callable | None = None) -> dict:
+    """`grove evaluate`: a checkpoint of a run on one split, rebuilt from the run directory alone
+    (`on_batch` as in `evaluate`)."""
     from grove.engine.build import build_split
     from grove.engine.precision import resolve_speed
 
@@ -109,7 +119,7 @@ def evaluate_run(run_dir: str, split: str | None = None, checkpoint: str = "best
     if speed.channels_last:
         model.to(memory_format=torch.channels_last)
     loader = BatchLoader(data, recipe.data.eval_batch_size or 256, train=False, device=loaded.device, strict=recipe.data.strict)
-    figures = evaluate(model, loader, loaded.task, loaded.transform, speed, per_class=True)
+    figures = evaluate(model, loader, loaded.task, loaded.transform, speed, per_class=True, on_batch=on_batch)
     figures.update(split=split, checkpoint=checkpoint, classes=loaded.classes, skipped_files=len(loader.skipped))
     loaded.dir.write_json(f"eval_{split}.json", figures)
     if "confusion_matrix" in figures:

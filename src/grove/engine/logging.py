@@ -76,3 +76,29 @@ def plot_confusion(matrix: list[list[int]], classes: list[str], path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def plot_reliability(bins: list[dict], ece: float, path) -> None:
+    """A reliability diagram: accuracy per confidence bin (dicts of lower, upper, count, accuracy,
+    confidence) against the diagonal of perfect calibration, and the samples per bin below."""
+    lowers = [b["lower"] for b in bins]
+    width = bins[0]["upper"] - bins[0]["lower"]
+    filled = [b for b in bins if b["count"]]
+    fig, (ax, hist) = plt.subplots(2, 1, figsize=(5, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    ax.bar([b["lower"] for b in filled], [b["accuracy"] for b in filled], width=width, align="edge",
+           edgecolor="black", label="accuracy")
+    ax.bar([b["lower"] for b in filled], [b["confidence"] - b["accuracy"] for b in filled],
+           bottom=[b["accuracy"] for b in filled], width=width, align="edge", color="tab:red", alpha=0.3,
+           edgecolor="tab:red", hatch="//", label="gap to mean confidence")
+    ax.plot([0, 1], [0, 1], "--", color="gray", label="perfect calibration")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"ECE {ece:.4f} ({len(bins)} bins)")
+    ax.legend(loc="upper left")
+    hist.bar(lowers, [b["count"] for b in bins], width=width, align="edge", edgecolor="black")
+    hist.set_xlabel("confidence")
+    hist.set_ylabel("samples")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -18,6 +18,8 @@ explain, export and privacy code can rely on it without special cases):
   output is the last spatial/temporal feature map before pooling and the head, for Grad-CAM-style
   explanations; for Transformers it is the final norm (or block). Its hooked output is a tensor,
   or for RNN feature layers the (output, state) pair they return;
+- token models (text classifiers and language models) name their token embedding, the layer that
+  text attributions are taken at, in `model.embedding_layer` (a dotted name, as feature_layer);
 - `model.forward_features(x)` returns the representation before the head's pooling and
   classifier: (B, C, h, w) maps for CNNs, (B, T, D) tokens or frames for sequence models, the
   pooled vector where pooling is part of the body (rnn_classifier's final states); each model

@@ -46,6 +46,11 @@ class PredictorBase:
         outputs = iter(self.predict_batch(good, top, beam_width) if good else [])
         return [item if isinstance(item, GroveError) else next(outputs) for item in items]
 
+    def explain(self, inputs, method: str = "auto", target: str | None = None) -> list:
+        """Explanations need the model's gradients: a run directory has them (grove.predictor)."""
+        raise GroveError(f"this {self.source} cannot explain: explanations take gradients through the PyTorch model, "
+                         "so pass the run directory the export came from")
+
     def check_predict_options(self, top: int, beam_width: int) -> None:
         if self.task == "lm":
             raise GroveError(f"this {self.source} is a language model: use generate (`grove generate PATH --prompt ...`)")

@@ -34,6 +34,7 @@ POOLINGS = ("cls", "mean")
 
 class EncoderClassifier(TokenInput, ReplaceableHead, nn.Module):
     feature_layer = "ln_f"
+    embedding_layer = "tok_emb"
     head_layer = "head"
 
     def __init__(

@@ -55,6 +55,7 @@ class GPTConfig:
 
 class GPT(TokenSampler, nn.Module):
     feature_layer = "transformer.ln_f"
+    embedding_layer = "transformer.wte"
 
     def __init__(self, config: GPTConfig):
         super().__init__()

@@ -52,6 +52,8 @@ class HFSequenceClassifier(nn.Module):
         self.num_classes = num_classes
         self.pad_id = pad_id
         self.feature_layer = f"hf.{self.hf.base_model_prefix}.{last_layer_name(self.hf.base_model)}"
+        embeddings = self.hf.get_input_embeddings()
+        self.embedding_layer = next(name for name, m in self.named_modules() if m is embeddings)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         # (B, T) ids padded with pad_id -> (B, num_classes)

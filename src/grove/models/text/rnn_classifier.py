@@ -39,6 +39,7 @@ def sequence_lengths(idx: torch.Tensor, pad_id: int) -> torch.Tensor:
 
 class RNNClassifier(TokenInput, ReplaceableHead, nn.Module):
     feature_layer = "rnn"
+    embedding_layer = "embedding"
     head_layer = "head"
 
     def __init__(

@@ -52,6 +52,7 @@ def detach_state(state: State | None) -> State | None:
 class RNNLanguageModel(TokenSampler, nn.Module):
     detach_state = staticmethod(detach_state)
     feature_layer = "rnn"
+    embedding_layer = "encoder"
 
     def __init__(
         self,

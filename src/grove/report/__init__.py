@@ -1,0 +1,38 @@
+"""`grove report RUN`: one self-contained HTML page about a finished run.
+
+It shows the recipe and the command that trains it again; the data (splits, classes, skipped
+files); the training curves; the test metrics (val where there is no test split), per class and as a
+confusion matrix, from the same evaluation as `grove evaluate`; for classifiers the calibration
+(reliability diagram, expected calibration error) and the most confident mistakes with their
+explanations; for language models generated samples, for transcription models transcripts with
+their errors marked; compute (parameters, FLOPs, time, throughput, MFU), privacy (epsilon, delta)
+and a model card, where the run records them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from grove.errors import GroveError
+from grove.files import atomic_write
+from grove.rundir import SUMMARY, RunDir
+
+
+def write_report(run_dir, out=None, device: str = "auto") -> Path:
+    """Writes the report of a finished run to `out` (default RUN/report.html), all at once or not
+    at all, and returns its path."""
+    from grove.report.collect import gather
+    from grove.report.render import render
+
+    run = RunDir.open(run_dir)
+    if not (run.path / SUMMARY).is_file():
+        raise GroveError(f"{run.path} has no {SUMMARY}: the run is still training or was stopped before it ended; "
+                         f"report on a finished run (`grove train --resume {run.path}` finishes this one)")
+    out = Path(out) if out is not None else run.path / "report.html"
+    if out.is_dir():
+        raise GroveError(f"--out {out} is a folder: name the .html file to write")
+    atomic_write(out, render(gather(run, device)))
+    return out
+
+
+__all__ = ["write_report"]
