@@ -27,7 +27,7 @@ import torch
 
 import grove
 from grove.engine.build import build_split
-from grove.explain import METHODS, attribution, auto_method, explain_items
+from grove.explain import AUTO_METHOD, METHODS, attribution, explain_items
 from grove.errors import GroveError
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -74,7 +74,6 @@ def measure(run: Path, n: int, batch: int) -> list[dict]:
     items = held_out(predictor, n)
     names = [str(i) for i in range(len(items))]
     rows = []
-    recommended = auto_method(predictor.model)
     for method in METHODS[1:]:
         try:
             start = time.perf_counter()
@@ -87,7 +86,7 @@ def measure(run: Path, n: int, batch: int) -> list[dict]:
         single = attribution_ms(predictor, items, method)
         auc = float(np.mean([e.deletion["auc"] for e in explanations]))
         random = float(np.mean([e.deletion["random_auc"] for e in explanations]))
-        rows.append({"recipe": predictor.recipe, "method": method + (" (auto)" if method == recommended else ""),
+        rows.append({"recipe": predictor.recipe, "method": method + (" (auto)" if method == AUTO_METHOD else ""),
                      "inputs": len(items), "deletion": auc, "random": random, "ratio": auc / random,
                      "ms_single": single, "ms_batched": batched})
     return rows

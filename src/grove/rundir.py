@@ -11,6 +11,9 @@
       data/              files the data set needs later (a tokenizer ...)
       skipped_files.txt  unreadable data files that were skipped, one path a line (when any were)
       summary.json       written when the run ends: final metrics, speed settings, timings
+      eval_<split>.json  `grove evaluate`'s figures (also written by `grove report`)
+      explanations/      `grove explain`'s pictures and attribution arrays
+      report.html        `grove report`'s page (plots/reliability_<split>.png beside the others)
 
 model.safetensors holds the weights to use (the EMA weights when EMA is on); state.pt holds
 everything else needed to resume: optimiser, scheduler, scaler, raw weights under EMA, RNG states,

@@ -159,7 +159,7 @@ def test_attention_rollout_for_a_vision_transformer():
     model = create_model("vit", num_classes=3, in_channels=1, image_size=16, patch_size=4, dim=32, depth=2, heads=2)
     p = as_predictor(model, "image", ["a", "b", "c"], transform=identity)
     p.transform.mean, p.transform.std = [0.0], [1.0]
-    (e,) = explain_items(p, [torch.randn(1, 1, 16, 16)], ["x"], "auto")
+    (e,) = explain_items(p, [torch.randn(1, 1, 16, 16)], ["x"], "attention")
     assert e.method == "attention" and e.heat.shape == (16, 16)
     assert np.isfinite(e.heat).all() and e.heat.min() >= 0
 

@@ -107,10 +107,10 @@ class Demo:
     def choose(self, model):
         self.page.select_option("#model", model)
 
-    def run(self, expect="done"):
-        """Press Run; wait until the page has an answer or an error."""
+    def run(self, expect="done", button="#run"):
+        """Press Run (or another button); wait until the page has an answer or an error."""
         self.page.evaluate("() => { window.statusStates = []; }")
-        self.page.click("#run")
+        self.page.click(button)
         self.page.wait_for_selector('#status:is([data-state="done"], [data-state="error"])', state="attached")
         state = self.page.get_attribute("#status", "data-state")
         error = self.page.text_content("#error") if self.page.is_visible("#error") else ""
@@ -312,6 +312,44 @@ def test_generation_streams_to_the_greedy_continuation(demo, served, tmp_path):
     growing = {n for n in page.evaluate("window.lengths") if 0 < n < len(text)}
     assert len(growing) >= 2, page.evaluate("window.lengths")
     page.screenshot(path=tmp_path / "demo-generation.png", full_page=True)
+
+
+@pytest.mark.timeout(120)
+def test_explain_shows_the_overlay_of_an_image_and_the_coloured_tokens_of_a_text(demo, served, tmp_path):
+    from grove.explain.render import _color
+
+    page = demo.page
+    demo.choose("image")
+    assert page.is_visible("#explain") and page.is_disabled("#explain")  # nothing to explain yet
+    methods = page.eval_on_selector_all("#explain-method option", "o => o.map(x => x.value)")
+    assert methods == model_list(served.url)["image"]["explain_methods"]
+    page.set_input_files("#file", str(digit_png(tmp_path / "digit.png", i=4)))
+    page.select_option("#explain-method", "gradcam")
+    demo.run(button="#explain")
+    page.wait_for_function("document.querySelector('#explanation-image').naturalWidth > 0")
+    assert page.is_visible("#explanation-image") and not page.is_visible("#results")
+    assert page.text_content("#explanation-title").startswith("gradcam: ")
+    assert page.text_content("#explanation-deletion").startswith("deletion area ")
+    page.screenshot(path=tmp_path / "demo-explain-image.png", full_page=True)
+
+    demo.choose("image-onnx")
+    assert not page.is_visible("#explain")  # an export cannot explain
+
+    demo.choose("text")
+    assert not page.is_visible("#explanation-box")
+    sentence = "a great film , i loved it"
+    page.fill("#text", sentence)
+    demo.run(button="#explain")
+    status, direct = api(served.url, "/v1/models/text/explain", {"inputs": [sentence]})
+    assert status == 200, direct
+    tokens = direct["results"][0]["tokens"]
+    spans = page.eval_on_selector_all("#explanation-tokens .token", """spans => spans.map(s => ({
+        text: s.textContent, color: getComputedStyle(s).backgroundColor}))""")
+    assert [s["text"] for s in spans] == [t["token"] for t in tokens]
+    scale = max(abs(t["attribution"]) for t in tokens) or 1.0
+    assert [s["color"] for s in spans] == ["rgb({}, {}, {})".format(*_color(t["attribution"] / scale)) for t in tokens]
+    assert {s["color"] for s in spans} & {"rgb(64, 255, 64)", "rgb(255, 64, 64)"}  # the strongest, in full colour
+    page.screenshot(path=tmp_path / "demo-explain-text.png", full_page=True)
 
 
 @pytest.mark.timeout(120)

@@ -1,10 +1,11 @@
 """`grove serve` as a client sees it: a real server on a free loopback port, every endpoint, every
-error code, batching, streaming, the API key, overload and the SIGTERM drain.
+error code, batching, streaming, explanations, the API key, overload and the SIGTERM drain.
 
 The models are the session's tiny runs (tests/conftest.py): the answers are checked against
 `grove.load(...).predict` on the same inputs, not against accuracy.
 """
 
+import base64
 import io
 import json
 import os
@@ -59,8 +60,16 @@ def test_models_are_listed_with_what_they_take(client, tiny_runs):
     assert models["image"]["classes"] == [str(d) for d in range(10)]
     assert models["ctc"]["task"] == "ctc" and models["ctc"]["input"]["clip_seconds"] is None
     assert models["keyword"]["input"]["kind"] == "audio" and models["keyword"]["input"]["clip_seconds"] > 0
-    assert models["gpt"]["input"]["kind"] == "prompt" and models["gpt"]["endpoints"] == ["/v1/models/gpt/generate"]
+    assert models["gpt"]["input"]["kind"] == "prompt"
+    assert models["gpt"]["endpoints"] == ["/v1/models/gpt/generate", "/v1/models/gpt/explain"]
     assert client.get("/v1/models/text").json() == models["text"]
+    # runs explain, with the methods that fit each model; exports cannot
+    assert models["image"]["explain"] and models["image"]["explain_methods"] == ["auto", "ig", "saliency", "gradcam",
+                                                                                  "occlusion"]
+    assert models["ctc"]["explain_methods"] == models["text"]["explain_methods"] == ["auto", "ig", "saliency", "occlusion"]
+    assert "gradcam" in models["keyword"]["explain_methods"] and models["gpt"]["explain"]
+    assert models["image-onnx"]["explain"] is False and models["image-onnx"]["explain_methods"] == []
+    assert models["image-onnx"]["endpoints"] == ["/v1/models/image-onnx/predict"]
 
 
 def test_images_raw_or_multipart_get_what_the_predictor_gives(client, tiny_runs):
@@ -174,6 +183,105 @@ def test_generation_errors(client):
     assert response.status_code == 415 and "application/json" in response.json()["error"]
 
 
+def explain(client, name, **kwargs) -> httpx.Response:
+    return client.post(f"/v1/models/{name}/explain", **kwargs)
+
+
+def picture(uri: str) -> Image.Image:
+    assert uri.startswith("data:image/png;base64,")
+    return Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1])))
+
+
+def test_explanations_of_images_and_audio_come_with_their_picture(client, tiny_runs):
+    eager = grove.load(tiny_runs["image"][0], device="cpu").explain([png(1), png(2)], method="saliency", target="3")
+    response = explain(client, "image", files=[("file", ("a.png", png(1))), ("file", ("b.png", png(2)))],
+                       params={"method": "saliency", "target": "3"})
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    assert len(results) == 2
+    for got, e in zip(results, eager):
+        assert (got["input"], got["method"], got["target"]) == (e.input, "saliency", "3")
+        assert got["probability"] == pytest.approx(e.probability, abs=1e-5)
+        assert [t["label"] for t in got["top"]] == [label for label, _ in e.top]
+        assert got["deletion"]["auc"] == pytest.approx(e.deletion["auc"], abs=1e-4)
+        assert picture(got["image"]).size == Image.open(io.BytesIO(e.png())).size
+        assert "tokens" not in got
+    keyword = explain(client, "keyword", content=wav(), headers={"content-type": "audio/wav"})
+    assert keyword.status_code == 200, keyword.text
+    result = keyword.json()["results"][0]
+    assert result["method"] == "ig" and result["target"] == result["top"][0]["label"]  # auto: the predicted label
+    assert picture(result["image"]).size[0] > 0
+    ctc = explain(client, "ctc", content=wav(seconds=0.5), headers={"content-type": "audio/wav"},
+                  params={"method": "saliency"})
+    assert ctc.status_code == 200, ctc.text
+    result = ctc.json()["results"][0]
+    assert result["target"] == "".join(c["char"] for c in result["characters"]) and result["top"] == []
+    assert picture(result["image"]).size[0] > 0
+
+
+def test_explanations_of_texts_and_prompts_are_per_token(client, tiny_runs):
+    texts = ["a great film , i loved it", "terrible phone"]
+    eager = grove.load(tiny_runs["text"][0], device="cpu").explain(texts)
+    response = explain(client, "text", json={"inputs": texts})
+    assert response.status_code == 200, response.text
+    for got, e in zip(response.json()["results"], eager):
+        assert (got["input"], got["method"], got["target"]) == (e.input, "ig", e.target)
+        assert [t["token"] for t in got["tokens"]] == e.tokens
+        assert np.allclose([t["attribution"] for t in got["tokens"]], e.heat, atol=1e-5)
+        assert "image" not in got
+    classes = client.get("/v1/models/text").json()["classes"]
+    plain = explain(client, "text", content=texts[1].encode(), headers={"content-type": "text/plain"},
+                    params={"method": "occlusion", "target": classes[-1]})
+    assert plain.status_code == 200, plain.text
+    assert {k: plain.json()["results"][0][k] for k in ("input", "method", "target")} == {
+        "input": texts[1], "method": "occlusion", "target": classes[-1]}
+    gpt = explain(client, "gpt", json={"inputs": ["Fir", "Bef"], "target": "s"})
+    assert gpt.status_code == 200, gpt.text
+    first, second = gpt.json()["results"]
+    assert first["target"] == second["target"] == "s" and len(first["top"]) == 5
+    assert [t["token"] for t in first["tokens"]] == ["F", "i", "r"] and second["input"] == "Bef"
+
+
+PNG = {"content": png(), "headers": {"content-type": "image/png"}}
+
+
+@pytest.mark.parametrize("name, request_kwargs, code, says", [
+    ("image-onnx", PNG, 400, "serve the run directory it was exported from"),
+    ("nope", {"json": {"inputs": ["x"]}}, 404, "no model named 'nope'"),
+    ("image", {**PNG, "params": {"method": "magic"}}, 400, "unknown explanation method 'magic'"),
+    ("image", {**PNG, "params": {"method": "attention"}}, 400, "needs a vision transformer"),
+    ("text", {"json": {"inputs": ["ok"], "method": "gradcam"}}, 400, "does not apply to text"),
+    ("image", {**PNG, "params": {"target": "11"}}, 400, "unknown target label '11'"),
+    ("text", {"json": {"inputs": ["ok"], "target": "nope"}}, 400, "unknown target label 'nope'"),
+    ("gpt", {"json": {"inputs": ["Fir"], "target": "Fi"}}, 400, "give one token"),
+    ("gpt", {"json": {"inputs": ["Fir", "日本"]}}, 400, "input 1: the text has 2 character(s) outside"),
+    ("text", {"json": {"inputs": ["x"] * 9}}, 413, "explains at most 8 at once"),
+    ("image", {"files": [("file", (str(i), png())) for i in range(9)]}, 413, "explains at most 8 at once"),
+    ("image", {"files": [("file", ("a.png", png())), ("file", ("b.png", b"junk"))]}, 400, "input 1: cannot read"),
+    ("image", {"content": b"\x89PNG broken", "headers": {"content-type": "image/png"}}, 400, "cannot read the uploaded"),
+    ("gpt", {"content": b"Fir", "headers": {"content-type": "text/plain"}}, 415, "application/json"),
+    ("gpt", {"json": {"inputs": ["Fir"]}, "params": {"method": "ig"}}, 422, "its options in the JSON body"),
+    ("ctc", {"content": wav(), "headers": {"content-type": "audio/wav"}, "params": {"target": "a"}}, 422,
+     "unknown query parameter 'target'"),
+    ("text", {"json": {"inputs": ["x"], "methods": "ig"}}, 422, "unknown key 'methods' (did you mean 'method'?)"),
+    ("image", {"content": png(), "headers": {"content-type": "image/png", "x-request-timeout": "0.000000001"}}, 504,
+     "no explanation from model 'image' within"),
+])
+def test_explain_refusals_get_their_code_and_a_message(client, name, request_kwargs, code, says):
+    response = explain(client, name, **request_kwargs)
+    assert response.status_code == code, response.text
+    assert says in response.json()["error"]
+
+
+def test_explanations_are_counted_in_the_metrics(client):
+    assert explain(client, "image", **PNG).status_code == 200
+    assert explain(client, "image-onnx", **PNG).status_code == 400
+    text = client.get("/metrics").text
+    assert 'grove_requests_total{code="200",route="/v1/models/image/explain"}' in text
+    assert 'grove_requests_total{code="400",route="/v1/models/{name}/explain"}' in text
+    assert 'grove_request_seconds_count{route="/v1/models/image/explain"}' in text
+
+
 def test_unknown_endpoints_and_methods_say_where_to_look(client):
     response = client.get("/v1/model")
     assert response.status_code == 404 and "GET /v1/models lists" in response.json()["error"]
@@ -248,13 +356,19 @@ def test_the_page_and_schema_are_served(client):
     # each model has its own operation, with what it takes; no API key, so no security declared
     assert {p for p in paths if p.startswith("/v1/models/")} == {
         "/v1/models/{name}", "/v1/models/gpt/generate",
-        *(f"/v1/models/{m}/predict" for m in ("image", "image-onnx", "text", "keyword", "ctc"))}
+        *(f"/v1/models/{m}/predict" for m in ("image", "image-onnx", "text", "keyword", "ctc")),
+        *(f"/v1/models/{m}/explain" for m in ("image", "text", "keyword", "ctc", "gpt"))}
     image, text = paths["/v1/models/image/predict"]["post"], paths["/v1/models/text/predict"]["post"]
     assert set(image["requestBody"]["content"]) >= {"multipart/form-data", "image/png", "application/octet-stream"}
     assert "application/json" not in image["requestBody"]["content"] and "application/json" in text["requestBody"]["content"]
     assert [p["name"] for p in paths["/v1/models/ctc/predict"]["post"]["parameters"]] == ["beam_width"]
     assert {"400", "413", "415", "503", "504"} <= set(image["responses"]) and "401" not in image["responses"]
     assert "security" not in image
+    explain_image, explain_gpt = paths["/v1/models/image/explain"]["post"], paths["/v1/models/gpt/explain"]["post"]
+    assert {p["name"]: p["schema"].get("enum") for p in explain_image["parameters"]} == {
+        "method": ["auto", "ig", "saliency", "gradcam", "occlusion"], "target": None}
+    assert set(explain_image["requestBody"]["content"]) == set(image["requestBody"]["content"])
+    assert list(explain_gpt["requestBody"]["content"]) == ["application/json"] and "parameters" not in explain_gpt
     name = paths["/v1/models/{name}"]["get"]["parameters"][0]
     assert set(name["schema"]["enum"]) == {"image", "image-onnx", "text", "keyword", "ctc", "gpt"}
 

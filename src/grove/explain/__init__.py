@@ -17,7 +17,6 @@ measured, not assumed. Inputs of one batch are explained together.
 from __future__ import annotations
 
 import contextlib
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,6 +27,11 @@ from grove.explain import attribution
 from grove.explain.deletion import deletion
 
 METHODS = ("auto", "ig", "saliency", "gradcam", "occlusion", "attention")
+# What auto means, for every model: on held-out digits, spoken words and the digits ViT Integrated
+# Gradients removes the evidence fastest of the methods (benchmarks/explain.py; Grad-CAM's coarse
+# maps of small inputs and attention rollout barely beat a random order there), and its
+# attributions add up to the change in probability they explain.
+AUTO_METHOD = "ig"
 
 
 @dataclass
@@ -94,11 +98,13 @@ class Explanation:
         return d
 
 
-def auto_method(model) -> str:
-    """Attention rollout for a vision transformer, Integrated Gradients for every other model: on
-    held-out digits and spoken words it removes the evidence fastest (benchmarks/explain.py), where
-    Grad-CAM's coarse feature maps of small inputs barely beat a random order."""
-    return "attention" if hasattr(model, "attention_maps") else "ig"
+def methods_for(model, modality: str) -> list[str]:
+    """The methods that explain this model, "auto" first; explain_items refuses the others: text
+    takes neither gradcam nor attention, gradcam needs a convolutional feature map, attention a
+    vision transformer."""
+    dense = modality != "text"
+    fits = {"gradcam": dense and attribution.feature_map(model), "attention": dense and hasattr(model, "attention_maps")}
+    return [m for m in METHODS if fits.get(m, True)]
 
 
 def explain_items(predictor, items: list, names: list[str], method: str = "auto", targets: list | None = None) -> list[Explanation]:
@@ -114,13 +120,12 @@ def explain_items(predictor, items: list, names: list[str], method: str = "auto"
         raise GroveError("explanations need Captum, in the explain extra: pip install 'grove[explain]'") from None
     p = predictor
     if method == "auto":
-        method = auto_method(p.model)
+        method = AUTO_METHOD
     targets = list(targets) if targets is not None else [None] * len(items)
     rnn = any(isinstance(m, torch.nn.RNNBase) for m in p.model.modules())
     # cuDNN runs an RNN's backward only in training mode; the explained model stays in eval mode.
     flags = torch.backends.cudnn.flags(enabled=False) if rnn else contextlib.nullcontext()
-    with torch.enable_grad(), flags, warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message="Input Tensor", category=UserWarning)  # Captum: inputs need grads
+    with torch.enable_grad(), flags:
         if p.task == "ctc":
             return [_transcript(p, item, name, method) for item, name in zip(items, names)]
         if p.task == "lm":
@@ -186,7 +191,9 @@ def _baseline_token(tokenizer) -> int:
 
 
 def _token_strings(tokenizer, ids) -> list[str]:
-    return [tokenizer.decode([i]) for i in ids]
+    """Each token as text; special tokens, which decode to nothing, by their names ([CLS])."""
+    inner = getattr(tokenizer, "tokenizer", None)  # a Hugging Face tokenizer's own vocabulary
+    return [tokenizer.decode([i]) or (inner.id_to_token(i) if inner is not None else "") for i in ids]
 
 
 def _texts(p, items, names, method, targets) -> list[Explanation]:

@@ -28,6 +28,7 @@ def dense(model, forward, x: torch.Tensor, target: torch.Tensor, method: str) ->
     from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Occlusion, Saliency
 
     size = x.shape[-2:]
+    x = x.detach().requires_grad_()  # Captum's gradient methods take inputs that ask for gradients
     if method == "ig":
         return IntegratedGradients(forward).attribute(x, baselines=0.0, target=target, n_steps=IG_STEPS)
     if method == "saliency":

@@ -3,6 +3,8 @@
     GET  /v1/models                        the models: task, classes, what each takes
     POST /v1/models/{name}/predict         texts as JSON; images or audio as multipart or raw bytes
     POST /v1/models/{name}/generate        JSON; "stream": true answers with server-sent events
+    POST /v1/models/{name}/explain         run directories: why the model answered what it did,
+                                           taking what predict takes (language models: prompts)
     GET  /healthz  /readyz  /metrics       liveness, readiness (false while draining), Prometheus
     GET  /openapi.json                     this API's schema: one operation per model
     GET  /                                 the demo page
@@ -17,9 +19,12 @@ decoded there: nothing from a request is written to disk or unpickled.
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import hmac
+import importlib.util
 import json
+import threading
 import time
 from dataclasses import dataclass, field
 from importlib import resources
@@ -45,12 +50,14 @@ RAW_TYPES = {
 }
 RETRY_AFTER = "1"  # seconds, for 503
 INLINE_DECODE = 16 << 10  # inputs up to this many bytes (or characters) in all are decoded on the event loop
+METHOD_HELP = "how to explain: auto picks the most faithful method for the model"
 
 
 @dataclass
 class Limits:
     max_body: int = 10 << 20  # bytes of one request body
     max_inputs: int = 64  # inputs in one predict request
+    max_explain_inputs: int = 8  # inputs in one explain request: each costs tens of forward passes
     max_text: int = 10_000  # characters of one text or prompt
     max_new_tokens: int = 1024
     timeout: float = 30.0  # seconds until a request is answered (504 after)
@@ -108,6 +115,50 @@ class GenerateResponse(BaseModel):
     text: str = Field(description="the continuation, without the prompt")
 
 
+class ExplainBody(BaseModel):
+    """A text model's or a language model's JSON body to explain."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: list[Annotated[str, Field(min_length=1)]] = Field(min_length=1, description="texts or prompts to explain")
+    method: str = Field("auto", description=METHOD_HELP)
+    target: str | None = Field(None, description="the label to explain (a language model: the next token); "
+                                                 "by default the predicted one")
+
+
+class TokenAttribution(BaseModel):
+    token: str
+    attribution: float = Field(description="positive: the token raised the explained probability")
+
+
+class EmittedCharacter(BaseModel):
+    char: str
+    frame: int = Field(description="the input frame where the greedy path emits it")
+
+
+class Deletion(BaseModel):
+    auc: float | None = Field(description="area under the probability as the top-ranked evidence is removed "
+                                          "first; lower is more faithful (null: nothing to remove)")
+    random_auc: float | None = Field(description="the same in random orders, to compare with")
+
+
+class Explanation(BaseModel):
+    input: str = Field(description="the text or prompt, or #i for the i-th file")
+    method: str
+    target: str = Field(description="what was explained: the label, the next token or the transcript")
+    probability: float
+    top: list[Label]
+    deletion: Deletion
+    tokens: list[TokenAttribution] | None = Field(None, description="text and prompts: each token's attribution")
+    characters: list[EmittedCharacter] | None = Field(None, description="transcription: the transcript's characters")
+    image: str | None = Field(None, description="images and audio: the picture, a data:image/png;base64 URI")
+
+
+class ExplainResponse(BaseModel):
+    model: str
+    results: list[Explanation]
+
+
 class ModelInfo(BaseModel):
     name: str
     task: Literal["classification", "ctc", "lm"]
@@ -116,6 +167,8 @@ class ModelInfo(BaseModel):
     classes: list[str]
     input: dict = Field(description="what the model takes: kind (image, audio, text, prompt) and its sizes")
     endpoints: list[str]
+    explain: bool = Field(description="whether POST .../explain explains it (run directories do, exports do not)")
+    explain_methods: list[str] = Field(description="the explanation methods that apply to it, auto first")
 
 
 class ModelList(BaseModel):
@@ -147,6 +200,7 @@ def create_app(state: ServerState) -> FastAPI:
     """The app. Each model gets operations of its own in the schema (its content types, its
     options), so a client generated from /openapi.json knows what every model takes."""
     names = sorted(state.workers)
+    methods = {n: _explain_methods(state.workers[n].predictor) for n in names}
     app = FastAPI(
         title="grove serve", version=__version__, docs_url=None, redoc_url=None, openapi_url=None,
         description="Predictions and generation from grove runs and exports.",
@@ -180,10 +234,9 @@ def create_app(state: ServerState) -> FastAPI:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request, exc: RequestValidationError):
-        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if request.url.path.endswith("/generate") and ctype != "application/json":
+        if request.url.path.endswith("/generate") and _content_type(request) != "application/json":
             return error(415, 'generate takes application/json: {"prompt": "...", "max_new_tokens": 200, ...}')
-        return error(422, "the request does not fit the schema: " + _explain(exc.errors(), GenerateBody.model_fields))
+        return error(422, "the request does not fit the schema: " + _schema_errors(exc.errors(), GenerateBody.model_fields))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request, exc: StarletteHTTPException):
@@ -221,27 +274,23 @@ def create_app(state: ServerState) -> FastAPI:
     @app.get("/v1/models", response_model=ModelList, dependencies=guarded, responses=unauthorized, tags=["models"])
     async def list_models():
         """The models this server serves."""
-        return {"models": [_info(state.workers[n]) for n in names]}
+        return {"models": [_info(state.workers[n], methods[n]) for n in names]}
 
     @app.get("/v1/models/{name}", response_model=ModelInfo, dependencies=guarded,
              responses={**unauthorized, 404: {"model": ErrorBody}}, tags=["models"])
     async def model_info(name: str = Path(description="a model's name", json_schema_extra={"enum": names})):
         """One model: its task, classes and what it takes."""
-        return _info(worker(name))
+        return _info(worker(name), methods[name])
 
     async def predict(name: str, request: Request, top_k: int, beam_width: int):
         w = worker(name)
         if w.predictor.task == "lm":
             raise ApiError(400, f"model {name!r} is a language model: POST /v1/models/{name}/generate")
-        known = ["beam_width"] if w.predictor.task == "ctc" else ["top_k"]
-        for key in request.query_params:
-            if key not in known:
-                from grove.errors import did_you_mean
-
-                raise ApiError(422, f"unknown query parameter {key!r}{did_you_mean(key, known)}; "
-                                    f"this model takes {', '.join(known)}")
-        raw_inputs, top_k = await _predict_inputs(request, w, state.limits, top_k)
-        read = functools.partial(_read_all, w.predictor)
+        _check_query(request, ["beam_width"] if w.predictor.task == "ctc" else ["top_k"])
+        raw_inputs, parsed = await _request_inputs(request, w, state.limits, PredictBody)
+        if parsed is not None:
+            top_k = parsed.top_k
+        read = functools.partial(_read_all, w.predictor.read)
         inline = sum(len(x) for x in raw_inputs) <= INLINE_DECODE
         results = await _answer(w.predict(raw_inputs, read, top_k, beam_width, _timeout(request, state.limits), inline))
         if w.predictor.task == "ctc":
@@ -286,8 +335,29 @@ def create_app(state: ServerState) -> FastAPI:
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
+    async def explain(name: str, request: Request, method: str, target: str | None):
+        w = worker(name)
+        p, limits = w.predictor, state.limits
+        if not methods[name]:
+            raise ApiError(400, _cannot_explain(w))
+        _check_query(request, [] if p.task == "lm" else ["method"] if p.task == "ctc" else ["method", "target"])
+        if p.task == "lm" and _content_type(request) != "application/json":
+            raise ApiError(415, 'explaining a language model takes application/json: {"inputs": ["a prompt"]}')
+        raw_inputs, parsed = await _request_inputs(request, w, limits, ExplainBody)
+        if parsed is not None:
+            method, target = parsed.method, parsed.target
+        if len(raw_inputs) > limits.max_explain_inputs:
+            raise ApiError(413, f"the request has {len(raw_inputs)} inputs; this server explains at most "
+                                f"{limits.max_explain_inputs} at once (each takes tens of forward passes)")
+        job = functools.partial(_explain_all, p, raw_inputs, method, target)
+        explanations = await _answer(w.explain(job, len(raw_inputs), _timeout(request, limits)))
+        results = await asyncio.get_running_loop().run_in_executor(None, _explanation_bodies, explanations)
+        return JSONResponse({"model": name, "results": results})
+
     for name in names:
         _add_model_routes(app, state.workers[name], predict, generate, guarded, unauthorized)
+        if methods[name]:
+            _add_explain_route(app, state.workers[name], explain, methods[name], guarded, unauthorized)
 
     # Any other name: 404 (or 400 for the wrong endpoint of a served model), outside the schema.
     @app.post("/v1/models/{name}/predict", include_in_schema=False, dependencies=guarded)
@@ -298,6 +368,10 @@ def create_app(state: ServerState) -> FastAPI:
     @app.post("/v1/models/{name}/generate", include_in_schema=False, dependencies=guarded)
     async def generate_other(body: GenerateBody, request: Request, name: str):
         return await generate(name, body, request)
+
+    @app.post("/v1/models/{name}/explain", include_in_schema=False, dependencies=guarded)
+    async def explain_other(request: Request, name: str, method: str = "auto", target: str | None = None):
+        return await explain(name, request, method, target)
 
     static = resources.files("grove.serve") / "static"
 
@@ -323,11 +397,53 @@ def _lifespan(state: ServerState):
     return lifespan
 
 
-def _info(w: ModelWorker) -> dict:
+def _info(w: ModelWorker, methods: list[str]) -> dict:
     p = w.predictor
-    endpoint = "generate" if p.task == "lm" else "predict"
+    endpoints = ["generate" if p.task == "lm" else "predict"] + (["explain"] if methods else [])
     return {"name": w.name, "task": p.task, "modality": p.modality, "source": p.source, "classes": p.classes,
-            "input": p.input_info(), "endpoints": [f"/v1/models/{w.name}/{endpoint}"]}
+            "input": p.input_info(), "endpoints": [f"/v1/models/{w.name}/{e}" for e in endpoints],
+            "explain": bool(methods), "explain_methods": methods}
+
+
+def _explain_methods(p) -> list[str]:
+    """The explanation methods for a model: none for an export (it has no gradients) or without Captum."""
+    if p.source != "run" or importlib.util.find_spec("captum") is None:
+        return []
+    from grove.explain import methods_for
+
+    return methods_for(p.model, p.modality)
+
+
+def _cannot_explain(w: ModelWorker) -> str:
+    if w.predictor.source == "export":
+        return (f"model {w.name!r} is an export, which cannot explain: explanations take gradients through the "
+                "PyTorch model, so serve the run directory it was exported from")
+    return "this server cannot explain: explanations need Captum, in the explain extra: pip install 'grove[explain]'"
+
+
+def _explain_all(p, raw_inputs: list, method: str, target: str | None) -> list:
+    """The explanations of a request's inputs, on the model's inference thread (grove.explain)."""
+    from grove.explain import explain_items
+
+    items = _read_all(p._read_prompt if p.task == "lm" else p.read, raw_inputs)
+    targets = None if target is None else [p._target_index(target)] * len(items)
+    names = [x if isinstance(x, str) else f"#{i}" for i, x in enumerate(raw_inputs)]
+    return explain_items(p, items, names, method, targets)
+
+
+RENDER = threading.Lock()  # pyplot draws one figure at a time: its list of figures is global
+
+
+def _explanation_bodies(explanations: list) -> list[dict]:
+    """Each explanation as JSON; for images and audio with its picture, drawn here, off the model's thread."""
+    bodies = []
+    for e in explanations:
+        body = e.to_dict()
+        if e.tokens is None:
+            with RENDER:
+                body["image"] = "data:image/png;base64," + base64.b64encode(e.png()).decode()
+        bodies.append(body)
+    return bodies
 
 
 async def _join(pieces) -> str:
@@ -337,12 +453,12 @@ async def _join(pieces) -> str:
         await pieces.aclose()
 
 
-def _read_all(predictor, raw_inputs: list) -> list:
-    """Each input as predict_batch takes it; 400 for the first that cannot be read."""
+def _read_all(read, raw_inputs: list) -> list:
+    """Each input read (predictor.read: as predict_batch takes it); 400 for the first that cannot be."""
     items = []
     for i, raw in enumerate(raw_inputs):
         try:
-            items.append(predictor.read(raw))
+            items.append(read(raw))
         except GroveError as err:
             where = f"input {i}: " if len(raw_inputs) > 1 else ""
             raise ApiError(400, f"{where}{err}") from None
@@ -389,25 +505,41 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _predict_inputs(request: Request, w: ModelWorker, limits: Limits, top_k: int):
-    """(raw inputs: texts or file bytes, top_k) from a predict request's body."""
+def _content_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+def _check_query(request: Request, known: list[str]) -> None:
+    """422 for a query parameter the operation does not take: a misspelt option is not a default."""
+    for key in request.query_params:
+        if key not in known:
+            from grove.errors import did_you_mean
+
+            takes = ", ".join(known) if known else "its options in the JSON body"
+            raise ApiError(422, f"unknown query parameter {key!r}{did_you_mean(key, known)}; this model takes {takes}")
+
+
+async def _request_inputs(request: Request, w: ModelWorker, limits: Limits, schema: type[BaseModel]):
+    """(raw inputs: texts or file bytes, the JSON body parsed by `schema` or None) from a predict or
+    explain request's body."""
     modality = w.predictor.modality
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    ctype = _content_type(request)
     body = await _read_body(request, limits.max_body)
     if not body:
         raise ApiError(400, "the body is empty: send " + ('{"inputs": ["a text"]} as application/json' if modality == "text"
                                                           else f"the {modality} file (or several as multipart/form-data)"))
+    parsed = None
     if ctype == "application/json":
         if modality != "text":
             raise ApiError(415, f"model {w.name!r} takes {modality} files: send them as multipart/form-data or as the "
                                 f"raw body ({', '.join(RAW_TYPES[modality][:2])}, application/octet-stream)")
         try:
-            parsed = PredictBody.model_validate_json(body)
+            parsed = schema.model_validate_json(body)
         except ValidationError as err:
             if any(e["type"] == "json_invalid" for e in err.errors()):
                 raise ApiError(400, f"the body is not valid JSON: {err.errors()[0]['msg']}") from None
-            raise ApiError(422, "the request does not fit the schema: " + _explain(err.errors(), PredictBody.model_fields)) from None
-        inputs, top_k = parsed.inputs, parsed.top_k
+            raise ApiError(422, "the request does not fit the schema: " + _schema_errors(err.errors(), schema.model_fields)) from None
+        inputs = parsed.inputs
     elif ctype == "multipart/form-data":
         inputs = await _multipart(request, body, modality, limits)
     elif modality == "text" and ctype == "text/plain":
@@ -425,7 +557,7 @@ async def _predict_inputs(request: Request, w: ModelWorker, limits: Limits, top_
     for text in inputs:
         if isinstance(text, str) and len(text) > limits.max_text:
             raise ApiError(413, f"a text has {len(text)} characters; this server takes at most {limits.max_text}")
-    return inputs, top_k
+    return inputs, parsed
 
 
 async def _multipart(request: Request, body: bytes, modality: str, limits: Limits) -> list:
@@ -464,7 +596,7 @@ def _decode_text(data: bytes) -> str:
         raise ApiError(400, "the text is not UTF-8") from None
 
 
-def _explain(errors, fields=()) -> str:
+def _schema_errors(errors, fields=()) -> str:
     from grove.errors import did_you_mean
 
     parts = []
@@ -492,10 +624,10 @@ class Gate:
         refusal, w = None, None
         if self.state.draining and path not in ("/healthz", "/readyz"):
             refusal = "the server is shutting down: send the request to another instance"
-        elif path.startswith("/v1/models/") and path.endswith("/predict"):
+        elif path.startswith("/v1/models/") and path.endswith(("/predict", "/explain")):
             # A full queue refuses before the body is read or the request routed: overload costs
             # little, so the server keeps its throughput for the requests it takes.
-            w = self.state.workers.get(path[len("/v1/models/"):-len("/predict")])
+            w = self.state.workers.get(path[len("/v1/models/"):].rpartition("/")[0])
             if w is not None and w.full:
                 refusal = f"model {w.name!r} has {w.depth} inputs waiting (queue size {w.queue_size}): retry shortly"
         if refusal is not None:
@@ -533,7 +665,8 @@ class Metrics:
                                  registry=self.registry)
         batch = Histogram("grove_batch_size", "Inputs per forward pass", ["model"],
                           buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=self.registry)
-        depth = Gauge("grove_queue_depth", "Inputs waiting plus generations under way", ["model"], registry=self.registry)
+        depth = Gauge("grove_queue_depth", "Inputs waiting or being explained, plus generations under way", ["model"],
+                      registry=self.registry)
         for name, w in state.workers.items():
             w.on_batch = batch.labels(model=name).observe
             depth.labels(model=name).set_function(lambda w=w: w.depth)
@@ -604,3 +737,47 @@ def _predict_body_schema(modality: str) -> dict:
         "file": {"type": "array", "minItems": 1, "items": {"type": "string", "format": "binary"}}}}},
         **{t: binary for t in RAW_TYPES[modality]}, "application/octet-stream": binary}
     return {"required": True, "content": content}
+
+
+def _add_explain_route(app: FastAPI, w: ModelWorker, explain, methods: list[str], guarded: list,
+                       unauthorized: dict) -> None:
+    """POST /v1/models/NAME/explain: what predict takes (a language model: prompts, as JSON),
+    with the explanation methods that apply to this model."""
+    name, p = w.name, w.predictor
+    given = " (a JSON body gives its own)" if p.modality == "text" else ""
+    # Any other method is refused (400) by grove.explain, with the reason and the methods that apply.
+    method_query = Query("auto", description=METHOD_HELP + given, json_schema_extra={"enum": methods})
+    if p.task == "lm":
+        async def explain_route(request: Request):
+            return await explain(name, request, "auto", None)
+    elif p.task == "ctc":
+        async def explain_route(request: Request, method: str = method_query):
+            return await explain(name, request, method, None)
+    else:
+        async def explain_route(request: Request, method: str = method_query, target: str | None = Query(
+                None, description="the label to explain, by default the predicted one" + given)):
+            return await explain(name, request, method, target)
+
+    explained = {"lm": "the prompt's next token", "ctc": "the transcript", "classification": "the prediction"}[p.task]
+    body = _predict_body_schema(p.modality)
+    if p.modality == "text":
+        schema = ExplainBody.model_json_schema()
+        schema["properties"]["method"]["enum"] = methods
+        body["content"] = {"application/json": {"schema": schema}} if p.task == "lm" else {
+            **body["content"], "application/json": {"schema": schema}}
+    app.post(f"/v1/models/{name}/explain", response_model=ExplainResponse, response_model_exclude_none=True,
+             dependencies=guarded, tags=[name], operation_id=f"explain_{name}", summary=f"Explain {explained} of {name}",
+             description=_explain_description(p), responses={**ERRORS, **unauthorized},
+             openapi_extra={"requestBody": body})(explain_route)
+
+
+def _explain_description(p) -> str:
+    if p.task == "lm":
+        takes = 'JSON `{"inputs": ["a prompt", ...], "method": "auto", "target": "a token"}`'
+    elif p.modality == "text":
+        takes = ('JSON `{"inputs": ["a text", ...], "method": "auto", "target": "a label"}`, one text/plain text, '
+                 "or multipart text fields")
+    else:
+        takes = f"{p.modality.capitalize()} files as multipart/form-data, or one file as the raw body"
+    return (f"{takes}. Each input's attributions (tokens for text, a picture for images and audio) and their deletion "
+            "score. An explanation costs tens of forward passes: a request holds a few inputs (413 past the limit).")

@@ -7,8 +7,8 @@ holds `max_batch` inputs or the oldest has waited `max_delay` seconds; it never 
 requests that have not arrived (so a lone client gets no added latency, and under load, when
 the previous batch ran longer than max_delay, a full queue goes at once). It runs the batch as
 one `predict_batch` on the thread and hands each caller its own rows. Generation
-steps run on the same thread between batches, so one model never runs two forward passes at once
-and the event loop stays free for health checks.
+steps and explanations run on the same thread between batches, so one model never runs two
+forward passes at once and the event loop stays free for health checks.
 """
 
 from __future__ import annotations
@@ -54,6 +54,7 @@ class ModelWorker:
     waiting: int = 0  # inputs in `pending`
     arriving: int = 0  # inputs being decoded, soon in `pending`
     streams: int = 0  # generations under way
+    explaining: int = 0  # inputs being explained, or waiting for the thread to explain them
 
     def __post_init__(self):
         self.executor = ThreadPoolExecutor(1, thread_name_prefix=f"grove-{self.name}")
@@ -62,7 +63,7 @@ class ModelWorker:
 
     @property
     def depth(self) -> int:
-        return self.waiting + self.arriving + self.streams
+        return self.waiting + self.arriving + self.streams + self.explaining
 
     @property
     def full(self) -> bool:
@@ -181,6 +182,24 @@ class ModelWorker:
         for start in range(0, len(items), self.max_batch):
             results += self.predictor.predict_batch(items[start : start + self.max_batch], top, beam_width)
         return results
+
+    # -- explanations ----------------------------------------------------------------------------
+    async def explain(self, explain_all, n: int, timeout: float) -> list:
+        """explain_all() on the inference thread, its n inputs counted in the queue until it has
+        run: QueueFull at once when there is no room, DeadlineExceeded when it has not finished
+        within `timeout` seconds (then, if it has not started, it never runs)."""
+        loop = asyncio.get_running_loop()
+        self._admit(n)
+        self.explaining += n
+        job = self.executor.submit(explain_all)
+        job.add_done_callback(lambda _: loop.call_soon_threadsafe(self._explained, n))
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(job), timeout)
+        except asyncio.TimeoutError:
+            raise DeadlineExceeded(f"no explanation from model {self.name!r} within {timeout:g} s") from None
+
+    def _explained(self, n: int) -> None:
+        self.explaining -= n
 
     # -- generation ------------------------------------------------------------------------------
     async def generate(self, prompt: str, options: dict, timeout: float):

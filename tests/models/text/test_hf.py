@@ -71,3 +71,12 @@ def test_reset_classifier_replaces_the_head_and_saves_the_new_label_count(tmp_pa
     with torch.no_grad():
         torch.testing.assert_close(reloaded(input_ids=x, attention_mask=(x != 0).long()).logits, model(x))
     assert model.feature_layer == "hf.bert.encoder.layer.5"
+
+
+def test_a_hugging_face_model_is_explained_per_token(fine_tuned):
+    import grove
+
+    (e,) = grove.load(fine_tuned["run"]).explain("the screen is wonderful and i love it")
+    assert e.method == "ig" and e.tokens[0] == "[CLS]" and e.tokens[-1] == "[SEP]"
+    assert len(e.heat) == len(e.tokens) and e.deletion["auc"] is not None
+    assert abs(e.heat[0]) < 1e-6 and abs(e.heat[-1]) < 1e-6  # special tokens stay as they are in the baseline

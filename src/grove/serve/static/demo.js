@@ -1,6 +1,6 @@
 // The demo page of `grove serve`: pick a model, give it an image, a sound, a text or a prompt,
-// and see what it answers. Plain ES2020, no dependencies; every call goes through the public
-// API (/v1/models, /v1/models/{name}/predict, /v1/models/{name}/generate).
+// and see what it answers, and why. Plain ES2020, no dependencies; every call goes through the
+// public API (/v1/models, /v1/models/{name}/predict, /generate and /explain).
 "use strict";
 
 (() => {
@@ -39,7 +39,11 @@
     textPanel: $("text-panel"), text: $("text"),
     lmPanel: $("lm-panel"), prompt: $("prompt"), maxNewTokens: $("max-new-tokens"), temperature: $("temperature"),
     run: $("run"), stop: $("stop"), status: $("status"), error: $("error"),
+    explainTools: $("explain-tools"), explain: $("explain"), explainMethod: $("explain-method"),
     output: $("output"), results: $("results"), transcriptBox: $("transcript-box"), transcript: $("transcript"),
+    explanationBox: $("explanation-box"), explanationTitle: $("explanation-title"),
+    explanationImage: $("explanation-image"), explanationTokens: $("explanation-tokens"),
+    explanationDeletion: $("explanation-deletion"),
     generationBox: $("generation-box"), generationPrompt: $("generation-prompt"), generation: $("generation"),
   };
 
@@ -241,6 +245,13 @@
         : "Drop a WAV, FLAC or OGG file here, choose one, or record";
     }
     el.run.textContent = task === "lm" ? "Generate" : task === "ctc" ? "Transcribe" : "Classify";
+    el.explainTools.hidden = !current.explain;
+    el.explainMethod.replaceChildren(...(current.explain_methods || []).map((method) => {
+      const option = document.createElement("option");
+      option.value = method;
+      option.textContent = method;
+      return option;
+    }));
     updateRun();
   }
 
@@ -256,6 +267,7 @@
 
   function updateRun() {
     el.run.disabled = !ready();
+    el.explain.disabled = !ready();
   }
 
   for (const area of [el.text, el.prompt]) {
@@ -263,7 +275,7 @@
     area.addEventListener("keydown", (event) => {
       if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
         event.preventDefault();
-        if (ready()) run();
+        if (ready()) run(answer);
       }
     });
   }
@@ -496,6 +508,7 @@
     busy = on;
     el.model.disabled = on;
     el.record.disabled = on;
+    el.explainMethod.disabled = on;
     el.stop.hidden = !on;
     el.output.setAttribute("aria-busy", String(on));
     updateRun();
@@ -522,18 +535,33 @@
     el.generation.replaceChildren();
     el.generation.dataset.pieces = "0";
     el.generation.removeAttribute("data-state");
+    el.explanationBox.hidden = true;
+    el.explanationTitle.textContent = "";
+    el.explanationImage.hidden = true;
+    el.explanationImage.removeAttribute("src");
+    el.explanationTokens.hidden = true;
+    el.explanationTokens.replaceChildren();
+    el.explanationDeletion.textContent = "";
   }
 
   el.form.addEventListener("submit", (event) => {
     event.preventDefault();
-    if (ready()) run();
+    if (ready()) run(answer);
+  });
+
+  el.explain.addEventListener("click", () => {
+    if (ready()) run(explain);
   });
 
   el.stop.addEventListener("click", () => {
     if (controller) controller.abort();
   });
 
-  async function run() {
+  // What Run does: generate for a language model, predict for the others.
+  const answer = (signal) => (current.task === "lm" ? generate(signal) : predict(signal));
+
+  // action(signal) makes the request and shows its answer; it returns a note for the status line.
+  async function run(action) {
     clearError();
     clearOutput();
     setBusy(true);
@@ -541,7 +569,7 @@
     controller = new AbortController();
     const started = performance.now();
     try {
-      const note = current.task === "lm" ? await generate(controller.signal) : await predict(controller.signal);
+      const note = await action(controller.signal);
       const seconds = ((performance.now() - started) / 1000).toFixed(2);
       setStatus("done", `done in ${seconds} s${note || ""}`);
     } catch (err) {
@@ -620,6 +648,84 @@
     el.transcript.classList.toggle("empty", text.trim() === "");
     el.transcriptBox.hidden = false;
     el.output.hidden = false;
+  }
+
+  // -- explanations: what made the model answer as it did -----------------------------------------
+  async function explain(signal) {
+    const method = el.explainMethod.value || "auto";
+    let response;
+    if (current.modality === "text") {
+      const input = current.task === "lm" ? el.prompt.value : el.text.value;
+      response = await api(modelPath("explain"), {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ inputs: [input], method }),
+        signal,
+      });
+    } else {
+      response = await api(`${modelPath("explain")}?method=${encodeURIComponent(method)}`, {
+        method: "POST",
+        headers: { "Content-Type": pending.type },
+        body: pending.blob,
+        signal,
+      });
+    }
+    const body = await response.json();
+    const result = body && Array.isArray(body.results) ? body.results[0] : null;
+    if (!result) throw new ApiError("the server answered without an explanation");
+    showExplanation(result);
+    return "";
+  }
+
+  function showExplanation(result) {
+    const probability = Number(result.probability) || 0;
+    const target = String(result.target);
+    el.explanationTitle.textContent = current.task === "lm"
+      ? `${result.method}: the next token ${JSON.stringify(target)} (${probability.toFixed(3)})`
+      : current.task === "ctc"
+        ? `${result.method}: the transcript ${JSON.stringify(target)}`
+        : `${result.method}: ${target} (${probability.toFixed(3)})`;
+    if (typeof result.image === "string" && result.image.startsWith("data:image/png;base64,")) {
+      el.explanationImage.src = result.image;
+      el.explanationImage.hidden = false;
+    }
+    if (Array.isArray(result.tokens)) {
+      showTokens(result.tokens);
+    }
+    el.explanationDeletion.textContent = deletionLine(result.deletion || {});
+    el.explanationBox.hidden = false;
+    el.output.hidden = false;
+  }
+
+  // Tokens coloured as grove's HTML explanations are: white at 0, green where a token raised the
+  // explained probability, red where it lowered it, scaled by the strongest.
+  function showTokens(tokens) {
+    const scale = Math.max(0, ...tokens.map((t) => Math.abs(Number(t.attribution) || 0))) || 1;
+    const nodes = [];
+    tokens.forEach((t, i) => {
+      const a = Number(t.attribution) || 0;
+      const span = document.createElement("span");
+      span.className = "token";
+      span.textContent = String(t.token);
+      span.title = `${a >= 0 ? "+" : ""}${a.toFixed(4)}`;
+      span.dataset.attribution = String(a);
+      span.style.background = tokenColor(a / scale);
+      if (i) nodes.push(document.createTextNode(" "));
+      nodes.push(span);
+    });
+    el.explanationTokens.replaceChildren(...nodes);
+    el.explanationTokens.hidden = false;
+  }
+
+  function tokenColor(a) {
+    const clipped = Math.max(-1, Math.min(1, a));
+    const fade = Math.round(255 * (1 - Math.abs(clipped) * 0.75));
+    return clipped >= 0 ? `rgb(${fade}, 255, ${fade})` : `rgb(255, ${fade}, ${fade})`;
+  }
+
+  function deletionLine({ auc, random_auc: random }) {
+    if (typeof auc !== "number" || typeof random !== "number") return "deletion: nothing to remove";
+    return `deletion area ${auc.toFixed(3)} (random order ${random.toFixed(3)}; lower is more faithful)`;
   }
 
   async function generate(signal) {
