@@ -105,13 +105,14 @@ class Predictor(PredictorBase):
             inputs = [inputs]
         if not len(inputs):
             raise GroveError("nothing to explain: give at least one input")
-        read = self._read_prompt if self.task == "lm" else self.read
+        read = self.read_prompt if self.task == "lm" else self.read
         items = [read(x) for x in inputs]
         names = [str(x) if isinstance(x, (str, Path)) else f"#{i}" for i, x in enumerate(inputs)]
-        targets = None if target is None else [self._target_index(target)] * len(items)
+        targets = None if target is None else [self.target_index(target)] * len(items)
         return explain_items(self, items, names, method, targets)
 
-    def _target_index(self, target: str) -> int:
+    def target_index(self, target: str) -> int:
+        """The class index of a label (a language model: the token id of one token) to explain."""
         if self.task == "ctc":
             raise GroveError("a transcription is explained character by character as decoded: drop --target")
         if self.task == "lm":
@@ -124,7 +125,8 @@ class Predictor(PredictorBase):
             raise GroveError(f"unknown target label '{target}'{did_you_mean(target, self.classes)}; the labels are {shown}")
         return self.classes.index(str(target))
 
-    def _read_prompt(self, prompt) -> list[int]:
+    def read_prompt(self, prompt) -> list[int]:
+        """A language model's prompt as token ids, or a GroveError when nothing of it is known."""
         ids = self.tokenizer.encode(str(prompt), add_special_tokens=False)  # GroveError for unknown characters
         if not ids:
             raise GroveError("the prompt is empty after tokenization: give at least one known character or word")
@@ -138,7 +140,7 @@ class Predictor(PredictorBase):
         """The continuation of `prompt`, yielded piece by piece as tokens are produced."""
         if self.task != "lm":
             raise GroveError("only language-model runs generate text; use predict for this run")
-        ids = self._read_prompt(prompt)
+        ids = self.read_prompt(prompt)
         if seed is not None:
             torch.manual_seed(seed)
         idx = torch.tensor([ids], dtype=torch.long, device=self.device)

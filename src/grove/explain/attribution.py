@@ -39,7 +39,7 @@ def dense(model, forward, x: torch.Tensor, target: torch.Tensor, method: str) ->
     if method == "gradcam":
         if not feature_map(model):
             raise GroveError(f"gradcam needs a convolutional feature map, and {type(model).__name__}'s feature layer "
-                             f"'{model.feature_layer}' gives none: use --method ig (or saliency, occlusion)")
+                             f"'{model.feature_layer}' gives none: use ig, saliency or occlusion")
         layer = model.get_submodule(model.feature_layer)
         cam = LayerGradCam(forward, layer).attribute(x, target=target, relu_attributions=True)
         heat = LayerAttribution.interpolate(cam.detach(), tuple(size), "bilinear")  # (B, 1, *size)
@@ -47,7 +47,7 @@ def dense(model, forward, x: torch.Tensor, target: torch.Tensor, method: str) ->
     if method == "attention":
         if not hasattr(model, "attention_maps"):
             raise GroveError(f"attention rollout needs a vision transformer; {type(model).__name__} is not one: "
-                             "use --method ig (or gradcam for a CNN)")
+                             "use ig, or gradcam for a CNN")
         grid = attention_rollout(model, x)[:, None]  # (B, 1, h, w)
         return F.interpolate(grid, size=tuple(size), mode="bilinear", align_corners=False).expand_as(x)
     raise GroveError(f"--method {method} does not apply to {'images' if x.dim() == 4 else 'audio'}: "

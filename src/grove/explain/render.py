@@ -14,14 +14,12 @@ HEAT_ALPHA = 0.8  # at the strongest evidence; none where there is none
 def png(e) -> bytes:
     if e.tokens is not None:
         raise ValueError("text explanations are drawn as tokens: use html() or terminal()")
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: its global list of figures is not thread-safe
 
     heat = _unit(e.heat)
     if e.modality == "image":
-        fig, axes = plt.subplots(1, 3, figsize=(9.6, 3.2), gridspec_kw={"width_ratios": [1, 1, 1.1]})
+        fig = Figure(figsize=(9.6, 3.2))
+        axes = fig.subplots(1, 3, gridspec_kw={"width_ratios": [1, 1, 1.1]})
         shown = e.display if e.display.shape[-1] == 3 else e.display[..., 0]
         gray = None if shown.ndim == 3 else "gray"
         axes[0].imshow(shown, cmap=gray, vmin=0, vmax=1)
@@ -34,8 +32,8 @@ def png(e) -> bytes:
         _bars(axes[2], e.top)
     else:
         bars = bool(e.top)
-        fig, axes = plt.subplots(1, 2 if bars else 1, figsize=(9.6 if bars else 7.2, 3.2), squeeze=False,
-                                 gridspec_kw={"width_ratios": [2.2, 1] if bars else [1]})
+        fig = Figure(figsize=(9.6 if bars else 7.2, 3.2))
+        axes = fig.subplots(1, 2 if bars else 1, squeeze=False, gridspec_kw={"width_ratios": [2.2, 1] if bars else [1]})
         ax = axes[0][0]
         ax.imshow(e.display, origin="lower", aspect="auto", cmap="gray")
         ax.imshow(heat, origin="lower", aspect="auto", cmap="jet", alpha=HEAT_ALPHA * heat, vmin=0, vmax=1)
@@ -51,7 +49,6 @@ def png(e) -> bytes:
     fig.tight_layout(rect=(0, 0.06, 1, 1))
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=100)
-    plt.close(fig)
     return buffer.getvalue()
 
 

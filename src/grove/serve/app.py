@@ -24,7 +24,6 @@ import functools
 import hmac
 import importlib.util
 import json
-import threading
 import time
 from dataclasses import dataclass, field
 from importlib import resources
@@ -425,13 +424,10 @@ def _explain_all(p, raw_inputs: list, method: str, target: str | None) -> list:
     """The explanations of a request's inputs, on the model's inference thread (grove.explain)."""
     from grove.explain import explain_items
 
-    items = _read_all(p._read_prompt if p.task == "lm" else p.read, raw_inputs)
-    targets = None if target is None else [p._target_index(target)] * len(items)
+    items = _read_all(p.read_prompt if p.task == "lm" else p.read, raw_inputs)
+    targets = None if target is None else [p.target_index(target)] * len(items)
     names = [x if isinstance(x, str) else f"#{i}" for i, x in enumerate(raw_inputs)]
     return explain_items(p, items, names, method, targets)
-
-
-RENDER = threading.Lock()  # pyplot draws one figure at a time: its list of figures is global
 
 
 def _explanation_bodies(explanations: list) -> list[dict]:
@@ -440,8 +436,7 @@ def _explanation_bodies(explanations: list) -> list[dict]:
     for e in explanations:
         body = e.to_dict()
         if e.tokens is None:
-            with RENDER:
-                body["image"] = "data:image/png;base64," + base64.b64encode(e.png()).decode()
+            body["image"] = "data:image/png;base64," + base64.b64encode(e.png()).decode()
         bodies.append(body)
     return bodies
 

@@ -587,19 +587,20 @@
     }
   }
 
-  async function predict(signal) {
+  // The first result of one of the model's operations for what the page holds: the text as JSON
+  // (options as keys), or the chosen file as the raw body (options in the query).
+  async function firstResult(operation, text, options, signal, what) {
     let response;
     if (current.modality === "text") {
-      response = await api(modelPath("predict"), {
+      response = await api(modelPath(operation), {
         method: "POST",
         headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ inputs: [el.text.value], top_k: TOP_K }),
+        body: JSON.stringify({ inputs: [text], ...options }),
         signal,
       });
     } else {
-      // transcription models take a beam width, classifiers how many labels to return
-      const query = current.task === "ctc" ? "" : `?top_k=${TOP_K}`;
-      response = await api(`${modelPath("predict")}${query}`, {
+      const query = new URLSearchParams(options).toString();
+      response = await api(`${modelPath(operation)}${query ? `?${query}` : ""}`, {
         method: "POST",
         headers: { "Content-Type": pending.type },
         body: pending.blob,
@@ -608,7 +609,14 @@
     }
     const body = await response.json();
     const result = body && Array.isArray(body.results) ? body.results[0] : null;
-    if (!result) throw new ApiError("the server answered without a result");
+    if (!result) throw new ApiError(`the server answered without ${what}`);
+    return result;
+  }
+
+  async function predict(signal) {
+    // transcription models take a beam width, classifiers how many labels to return
+    const options = current.task === "ctc" ? {} : { top_k: TOP_K };
+    const result = await firstResult("predict", el.text.value, options, signal, "a result");
     if (current.task === "ctc") showTranscript(typeof result.transcript === "string" ? result.transcript : "");
     else showBars(Array.isArray(result.top) ? result.top : []);
     return "";
@@ -652,28 +660,9 @@
 
   // -- explanations: what made the model answer as it did -----------------------------------------
   async function explain(signal) {
+    const text = current.task === "lm" ? el.prompt.value : el.text.value;
     const method = el.explainMethod.value || "auto";
-    let response;
-    if (current.modality === "text") {
-      const input = current.task === "lm" ? el.prompt.value : el.text.value;
-      response = await api(modelPath("explain"), {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ inputs: [input], method }),
-        signal,
-      });
-    } else {
-      response = await api(`${modelPath("explain")}?method=${encodeURIComponent(method)}`, {
-        method: "POST",
-        headers: { "Content-Type": pending.type },
-        body: pending.blob,
-        signal,
-      });
-    }
-    const body = await response.json();
-    const result = body && Array.isArray(body.results) ? body.results[0] : null;
-    if (!result) throw new ApiError("the server answered without an explanation");
-    showExplanation(result);
+    showExplanation(await firstResult("explain", text, { method }, signal, "an explanation"));
     return "";
   }
 
