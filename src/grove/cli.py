@@ -243,9 +243,14 @@ def cmd_predict(args) -> int:
                 print(f"{item}: {result}")
             else:
                 print(f"{item}: " + ", ".join(f"{label} {prob:.3f}" for label, prob in result))
-    if failed and len(results) > 1:
-        others = "the others are above" if failed < len(results) else "none could"
-        print(f"{failed} of {len(results)} inputs could not be read; {others}", file=sys.stderr)
+    return failures(failed, len(results), "read")
+
+
+def failures(failed: int, total: int, done: str) -> int:
+    """The exit code of a command over several inputs, with a closing line when some failed."""
+    if failed and total > 1:
+        others = "the others are above" if failed < total else "none could"
+        print(f"{failed} of {total} inputs could not be {done}; {others}", file=sys.stderr)
     return 2 if failed else 0
 
 
@@ -284,6 +289,7 @@ def cmd_export(args) -> int:
 
 
 def cmd_explain(args) -> int:
+    import re
     from pathlib import Path
 
     from grove.predictor import Predictor
@@ -291,27 +297,41 @@ def cmd_explain(args) -> int:
 
     if is_export_dir(args.run_dir):
         raise GroveError("explanations take gradients through the PyTorch model: pass the run directory, not an export folder")
-    predictor = Predictor.load(args.run_dir, args.checkpoint, args.device)
-    explanations = predictor.explain(args.inputs, method=args.method, target=args.target)
     out = Path(args.out) if args.out else Path(args.run_dir) / "explanations"
-    records, stems = [], set()
-    for i, e in enumerate(explanations):
-        stem = f"{Path(e.input).stem if Path(e.input).is_file() else predictor.modality}.{e.method}"
-        stem = stem if stem not in stems else f"{stem}-{i}"
-        stems.add(stem)
-        files = e.save(out, stem)
+    if out.exists() and not out.is_dir():
+        raise GroveError(f"--out {out} is a file: name a folder for the pictures and attributions")
+    predictor = Predictor.load(args.run_dir, args.checkpoint, args.device)
+    results = predictor.explain_each(args.inputs, method=args.method, target=args.target)
+    records, failed = [], 0
+    for i, (given, e) in enumerate(zip(args.inputs, results)):
+        if isinstance(e, GroveError):
+            failed += 1
+            print(f"error: {e}", file=sys.stderr)
+            records.append({"input": given, "error": str(e)})
+            continue
+        # Files are named after the input file (texts: by position) and say what was explained.
+        name = f"text-{i}" if predictor.modality == "text" else Path(given).stem
+        stem = re.sub(r"[^\w.-]+", "_", f"{name}.{e.method}.{e.target}")[:120]
+        try:
+            files = e.save(out, stem)
+        except OSError as err:
+            raise GroveError(f"cannot write the explanation to {out}: {err.strerror or err}; choose another --out") from None
         records.append({**e.to_dict(), "files": [str(f) for f in files]})
         if args.json:
             continue
         d = e.deletion
         faithful = "" if d["auc"] is None else f"; deletion area {d['auc']:.3f} (random order {d['random_auc']:.3f})"
-        print(f"{e.input}: {e.target!r} ({e.probability:.3f}) by {e.method}{faithful}")
+        shown = e.input if len(e.input) <= 60 else e.input[:57] + "..."
+        if e.task == "ctc" and not e.characters:
+            print(f"{shown}: the model transcribed nothing, so there is nothing to explain")
+            continue
+        print(f"{shown}: {e.target!r} ({e.probability:.3f}) by {e.method}{faithful}")
         if e.tokens is not None:
-            print("  " + e.terminal(color=sys.stdout.isatty()))
+            print("  " + e.terminal(color=sys.stdout.isatty() and not os.environ.get("NO_COLOR")))
         print(f"  {', '.join(map(str, files))}")
     if args.json:
         print(json.dumps(records, indent=2))
-    return 0
+    return failures(failed, len(results), "explained")
 
 
 def cmd_serve(args) -> int:

@@ -98,25 +98,46 @@ class Predictor(PredictorBase):
     def explain(self, inputs, method: str = "auto", target: str | None = None) -> list:
         """Per input, an Explanation (grove.explain) of the predicted label, or of `target` (a class
         name; a language model's next token), by `method`: auto, ig, saliency, gradcam, occlusion
-        or attention. Prompts, for a language model, explain the token that comes next."""
+        or attention. Prompts, for a language model, explain the token that comes next. The first
+        input that cannot be read raises its GroveError; `explain_each` goes on instead."""
+        results = self.explain_each(inputs, method, target)
+        for result in results:
+            if isinstance(result, GroveError):
+                raise result
+        return results
+
+    def explain_each(self, inputs, method: str = "auto", target: str | None = None) -> list:
+        """As `explain`, but an input that cannot be read gives its GroveError in its place and the
+        others are still explained (together, in one batch where the task allows)."""
         from grove.explain import explain_items
 
         if isinstance(inputs, (str, Path, bytes)) or (is_tensor(inputs) and inputs.dim() == 3):
             inputs = [inputs]
         if not len(inputs):
             raise GroveError("nothing to explain: give at least one input")
+        targets = None if target is None else [self.target_index(target)]
         read = self.read_prompt if self.task == "lm" else self.read
-        items = [read(x) for x in inputs]
-        names = [str(x) if isinstance(x, (str, Path)) else f"#{i}" for i, x in enumerate(inputs)]
-        targets = None if target is None else [self.target_index(target)] * len(items)
-        return explain_items(self, items, names, method, targets)
+        items, names = [], []
+        for i, x in enumerate(inputs):
+            try:
+                items.append(read(x))
+            except GroveError as err:
+                items.append(err)
+            names.append(str(x) if isinstance(x, (str, Path)) else f"#{i}")
+        good = [i for i, item in enumerate(items) if not isinstance(item, GroveError)]
+        found = iter(explain_items(self, [items[i] for i in good], [names[i] for i in good], method,
+                                   None if targets is None else targets * len(good)) if good else [])
+        return [item if isinstance(item, GroveError) else next(found) for item in items]
 
     def target_index(self, target: str) -> int:
         """The class index of a label (a language model: the token id of one token) to explain."""
         if self.task == "ctc":
             raise GroveError("a transcription is explained character by character as decoded: drop --target")
         if self.task == "lm":
-            ids = self.tokenizer.encode(str(target), add_special_tokens=False)
+            try:
+                ids = self.tokenizer.encode(str(target), add_special_tokens=False)
+            except GroveError as err:
+                raise GroveError(f"the target {target!r} is not a token of this model: {err}") from None
             if len(ids) != 1:
                 raise GroveError(f"the target {target!r} is {len(ids)} tokens for this model: give one token")
             return ids[0]

@@ -220,24 +220,27 @@ def test_methods_that_do_not_fit_the_model_say_which_do(tiny_runs, tiny_samples)
 def test_explain_cli_saves_pictures_and_prints_the_deletion_score(tiny_runs, tiny_samples, tmp_path):
     run, export = tiny_runs["image"]
     images = tiny_samples["image"][:2]
-    result = run_grove("explain", run, *images, "--out", tmp_path / "out", "--method", "saliency")
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.count("deletion area") == 2
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "digit0.saliency.npy", "digit0.saliency.png", "digit1.saliency.npy", "digit1.saliency.png"]
+    result = run_grove("explain", run, images[0], tmp_path / "missing.png", images[1], "--out", tmp_path / "out",
+                       "--method", "saliency")
+    assert result.returncode == 2  # one input could not be read; the others are explained
+    assert result.stdout.count("deletion area") == 2 and "1 of 3 inputs could not be explained" in result.stderr
+    names = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert [n.split(".")[:2] for n in names] == [["digit0", "saliency"]] * 2 + [["digit1", "saliency"]] * 2
+    assert {n.rsplit(".", 1)[1] for n in names} == {"npy", "png"}
 
-    result = run_grove("explain", tiny_runs["text"][0], "a great film", "--json", "--out", tmp_path / "text")
+    long_review = "a great film " * 40  # longer than a file name may be: texts are never taken for paths
+    result = run_grove("explain", tiny_runs["text"][0], "a great film", long_review, "--json", "--out", tmp_path / "text")
     assert result.returncode == 0, result.stderr
-    (record,) = json.loads(result.stdout)
+    record, _ = json.loads(result.stdout)
     assert record["method"] == "ig" and len(record["tokens"]) == 3 and record["tokens"][0]["token"] == "a"
 
-    for args, message in [
-        ((run, images[0], "--method", "gradcm"), "did you mean 'gradcam'"),
-        ((run, tmp_path / "missing.png"), "cannot read image"),
-        ((export, images[0]), "not an export folder"),
-        ((run, images[0], "--target", "x"), "unknown target label"),
+    (tmp_path / "a-file").write_text("")
+    for args, message in [  # (the API's tests cover the other refusals)
+        ((run, tmp_path / "missing.png", "--out", tmp_path / "bad"), "cannot read image"),
+        ((export, images[0], "--out", tmp_path / "bad"), "not an export folder"),
+        ((run, images[0], "--out", tmp_path / "a-file"), "is a file: name a folder"),
     ]:
-        result = run_grove("explain", *args, "--out", tmp_path / "bad")
+        result = run_grove("explain", *args)
         assert result.returncode == 2 and result.stderr.startswith("error: ") and message in result.stderr, result.stderr
         assert "Traceback" not in result.stderr
     assert not (tmp_path / "bad").exists()

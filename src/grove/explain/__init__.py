@@ -99,12 +99,16 @@ class Explanation:
 
 
 def methods_for(model, modality: str) -> list[str]:
-    """The methods that explain this model, "auto" first; explain_items refuses the others: text
-    takes neither gradcam nor attention, gradcam needs a convolutional feature map, attention a
-    vision transformer."""
-    dense = modality != "text"
-    fits = {"gradcam": dense and attribution.feature_map(model), "attention": dense and hasattr(model, "attention_maps")}
-    return [m for m in METHODS if fits.get(m, True)]
+    """The methods that explain this model, "auto" first; explain_items refuses the others
+    (attribution.check_method says why)."""
+    fits = []
+    for method in METHODS:
+        try:
+            attribution.check_method(model, modality, method)
+            fits.append(method)
+        except GroveError:
+            pass
+    return fits
 
 
 def explain_items(predictor, items: list, names: list[str], method: str = "auto", targets: list | None = None) -> list[Explanation]:
@@ -121,6 +125,7 @@ def explain_items(predictor, items: list, names: list[str], method: str = "auto"
     p = predictor
     if method == "auto":
         method = AUTO_METHOD
+    attribution.check_method(p.model, p.modality, method)
     targets = list(targets) if targets is not None else [None] * len(items)
     rnn = any(isinstance(m, torch.nn.RNNBase) for m in p.model.modules())
     # cuDNN runs an RNN's backward only in training mode; the explained model stays in eval mode.

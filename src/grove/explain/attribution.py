@@ -37,21 +37,14 @@ def dense(model, forward, x: torch.Tensor, target: torch.Tensor, method: str) ->
         window, stride = occlusion_window(x)
         return Occlusion(forward).attribute(x, sliding_window_shapes=window, strides=stride, baselines=0.0, target=target)
     if method == "gradcam":
-        if not feature_map(model):
-            raise GroveError(f"gradcam needs a convolutional feature map, and {type(model).__name__}'s feature layer "
-                             f"'{model.feature_layer}' gives none: use ig, saliency or occlusion")
         layer = model.get_submodule(model.feature_layer)
         cam = LayerGradCam(forward, layer).attribute(x, target=target, relu_attributions=True)
         heat = LayerAttribution.interpolate(cam.detach(), tuple(size), "bilinear")  # (B, 1, *size)
         return heat.expand_as(x) if x.dim() == 4 else heat[:, 0]
     if method == "attention":
-        if not hasattr(model, "attention_maps"):
-            raise GroveError(f"attention rollout needs a vision transformer; {type(model).__name__} is not one: "
-                             "use ig, or gradcam for a CNN")
         grid = attention_rollout(model, x)[:, None]  # (B, 1, h, w)
         return F.interpolate(grid, size=tuple(size), mode="bilinear", align_corners=False).expand_as(x)
-    raise GroveError(f"--method {method} does not apply to {'images' if x.dim() == 4 else 'audio'}: "
-                     "use ig, saliency, gradcam or occlusion")
+    raise ValueError(f"unknown method {method!r}")
 
 
 def tokens(embedding, forward, ids: torch.Tensor, target: torch.Tensor, method: str, baseline: torch.Tensor) -> torch.Tensor:
@@ -67,7 +60,19 @@ def tokens(embedding, forward, ids: torch.Tensor, target: torch.Tensor, method: 
     if method == "occlusion":
         # Captum's occlusion mixes inputs as x * (1 - mask) + baseline * mask: exact for integers.
         return Occlusion(forward).attribute(ids, sliding_window_shapes=(1,), baselines=baseline, target=target)
-    raise GroveError(f"--method {method} does not apply to text: use ig, saliency or occlusion")
+    raise ValueError(f"unknown method {method!r}")
+
+
+def check_method(model, modality: str, method: str) -> None:
+    """A GroveError saying which methods do fit, for one that does not fit the model."""
+    name = type(model).__name__
+    if modality == "text" and method in ("gradcam", "attention"):
+        raise GroveError(f"{method} does not apply to text: use ig, saliency or occlusion")
+    if method == "gradcam" and not feature_map(model):
+        raise GroveError(f"gradcam needs a convolutional feature map, and {name}'s feature layer "
+                         f"'{model.feature_layer}' gives none: use ig, saliency or occlusion")
+    if method == "attention" and not hasattr(model, "attention_maps"):
+        raise GroveError(f"attention rollout needs a vision transformer; {name} is not one: use ig, or gradcam for a CNN")
 
 
 def feature_map(model) -> bool:

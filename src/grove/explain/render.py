@@ -23,7 +23,7 @@ def png(e) -> bytes:
         shown = e.display if e.display.shape[-1] == 3 else e.display[..., 0]
         gray = None if shown.ndim == 3 else "gray"
         axes[0].imshow(shown, cmap=gray, vmin=0, vmax=1)
-        axes[0].set_title("input")
+        axes[0].set_title("input, as the model sees it")
         axes[1].imshow(shown, cmap=gray, vmin=0, vmax=1)
         axes[1].imshow(heat, cmap="jet", alpha=HEAT_ALPHA * heat, vmin=0, vmax=1)
         axes[1].set_title(f"{e.method}: {e.target}")
@@ -83,7 +83,7 @@ def terminal(e, color: bool = True) -> str:
         raise ValueError("only text explanations are printed as tokens; images and audio are saved as PNG")
     scale = float(np.abs(e.heat).max()) or 1.0
     if not color:
-        return " ".join(f"{t}[{float(a):+.2f}]" for t, a in zip(e.tokens, e.heat))
+        return " ".join(f"{t}[{float(a):+.3g}]" for t, a in zip(e.tokens, e.heat))
     out = []
     for token, a in zip(e.tokens, e.heat):
         red, green, blue = _color(float(a) / scale)

@@ -24,14 +24,22 @@ def write_report(run_dir, out=None, device: str = "auto") -> Path:
     from grove.report.collect import gather
     from grove.report.render import render
 
-    run = RunDir.open(run_dir)
+    from grove.runtime.manifest import is_export_dir
+
+    if is_export_dir(run_dir):
+        raise GroveError(f"{run_dir} is an export folder: a report reads the run directory it was exported from")
+    run = RunDir.open(Path(run_dir).resolve())  # the report names the run wherever it is opened
     if not (run.path / SUMMARY).is_file():
         raise GroveError(f"{run.path} has no {SUMMARY}: the run is still training or was stopped before it ended; "
                          f"report on a finished run (`grove train --resume {run.path}` finishes this one)")
     out = Path(out) if out is not None else run.path / "report.html"
     if out.is_dir():
         raise GroveError(f"--out {out} is a folder: name the .html file to write")
-    atomic_write(out, render(gather(run, device)))
+    page = render(gather(run, device))
+    try:
+        atomic_write(out, page)
+    except OSError as err:
+        raise GroveError(f"cannot write the report to {out}: {err.strerror or err}; choose another --out") from None
     return out
 
 

@@ -268,11 +268,11 @@ def _card(d: ReportData) -> str:
     sizes = ", ".join(f"{escape(s)} {escape(size)}" for s, size in d.splits.items())
     html = (f"<h3>Intended use</h3><p>{intended}</p><h3>Limitations</h3><ul>"
             + "".join(f"<li>{item}</li>" for item in limits) + "</ul>"
-            f"<h3>Training data</h3><p>The data set {data}; splits: {sizes or 'not available'}.</p>"
-            "<h3>Metrics by class</h3>")
+            f"<h3>Training data</h3><p>The data set {data}; splits: {sizes or 'not available'}.</p>")
     if "per_class" not in f:
         shown = ", ".join(f"{k} {v:.4f}" for k, v in f.items() if isinstance(v, float))
-        return html + f"<p>{escape(shown)} on the {split} split (this task has no classes to break them down by).</p>"
+        return html + f"<h3>Metrics</h3><p>{escape(shown)} on the {split} split.</p>"
+    html += "<h3>Metrics by class</h3>"
     pc = f["per_class"]
     order = sorted(range(len(f["classes"])), key=lambda i: pc["f1"][i])
     note = ""
