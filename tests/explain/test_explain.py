@@ -218,7 +218,7 @@ def test_methods_that_do_not_fit_the_model_say_which_do(tiny_runs, tiny_samples)
 # -- the CLI --------------------------------------------------------------------------------------
 @pytest.mark.e2e
 def test_explain_cli_saves_pictures_and_prints_the_deletion_score(tiny_runs, tiny_samples, tmp_path):
-    run, export = tiny_runs["image"]
+    run, _ = tiny_runs["image"]
     images = tiny_samples["image"][:2]
     result = run_grove("explain", run, images[0], tmp_path / "missing.png", images[1], "--out", tmp_path / "out",
                        "--method", "saliency")
@@ -228,19 +228,27 @@ def test_explain_cli_saves_pictures_and_prints_the_deletion_score(tiny_runs, tin
     assert [n.split(".")[:2] for n in names] == [["digit0", "saliency"]] * 2 + [["digit1", "saliency"]] * 2
     assert {n.rsplit(".", 1)[1] for n in names} == {"npy", "png"}
 
+
+def test_explain_command_texts_json_and_refusals(tiny_runs, tiny_samples, tmp_path, capsys):
+    """The command's other paths, in this process (the test above runs it as a user does)."""
+    from grove.cli import main
+
+    text_run, (run, export) = tiny_runs["text"][0], tiny_runs["image"]
+    capsys.readouterr()  # what training the tiny runs printed
     long_review = "a great film " * 40  # longer than a file name may be: texts are never taken for paths
-    result = run_grove("explain", tiny_runs["text"][0], "a great film", long_review, "--json", "--out", tmp_path / "text")
-    assert result.returncode == 0, result.stderr
-    record, _ = json.loads(result.stdout)
+    assert main(["explain", str(text_run), "a great film", long_review, "--json",
+                 "--out", str(tmp_path / "text")]) == 0
+    record, _ = json.loads(capsys.readouterr().out)
     assert record["method"] == "ig" and len(record["tokens"]) == 3 and record["tokens"][0]["token"] == "a"
 
+    image = tiny_samples["image"][0]
     (tmp_path / "a-file").write_text("")
     for args, message in [  # (the API's tests cover the other refusals)
         ((run, tmp_path / "missing.png", "--out", tmp_path / "bad"), "cannot read image"),
-        ((export, images[0], "--out", tmp_path / "bad"), "not an export folder"),
-        ((run, images[0], "--out", tmp_path / "a-file"), "is a file: name a folder"),
+        ((export, image, "--out", tmp_path / "bad"), "not an export folder"),
+        ((run, image, "--out", tmp_path / "a-file"), "is a file: name a folder"),
     ]:
-        result = run_grove("explain", *args)
-        assert result.returncode == 2 and result.stderr.startswith("error: ") and message in result.stderr, result.stderr
-        assert "Traceback" not in result.stderr
+        assert main(["explain", *map(str, args)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and len(err.splitlines()) == 1, err
     assert not (tmp_path / "bad").exists()

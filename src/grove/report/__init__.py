@@ -23,7 +23,6 @@ def write_report(run_dir, out=None, device: str = "auto") -> Path:
     at all, and returns its path."""
     from grove.report.collect import gather
     from grove.report.render import render
-
     from grove.runtime.manifest import is_export_dir
 
     if is_export_dir(run_dir):
@@ -35,7 +34,11 @@ def write_report(run_dir, out=None, device: str = "auto") -> Path:
     out = Path(out) if out is not None else run.path / "report.html"
     if out.is_dir():
         raise GroveError(f"--out {out} is a folder: name the .html file to write")
-    page = render(gather(run, device))
+    try:
+        page = render(gather(run, device))
+    except OSError as err:  # evaluation writes eval_<split>.json and plots into the run, as `grove evaluate` does
+        raise GroveError(f"cannot write into {run.path}: {err.strerror or err}; a report saves its evaluation and "
+                         "plots in the run directory, so report on a copy you can write") from None
     try:
         atomic_write(out, page)
     except OSError as err:
