@@ -303,14 +303,18 @@ def test_concurrent_requests_share_batches_and_a_bad_one_fails_alone(client):
         body = b"not an image" if i == 5 else png(i % 10)
         return predict(client, "image", content=body, headers={"content-type": "image/png"})
 
-    before = batches(client)
-    with ThreadPoolExecutor(16) as pool:
-        responses = list(pool.map(one, range(48)))
-    codes = [r.status_code for r in responses]
-    assert codes[5] == 400 and codes[:5] + codes[6:] == [200] * 47
-    after = batches(client)
-    assert after["count"] - before["count"] < 47  # some requests were answered together
-    assert after["sum"] - before["sum"] == 47
+    for burst in range(3):  # whether requests overlap is up to the scheduler: one burst of three must batch
+        before = batches(client)
+        with ThreadPoolExecutor(16) as pool:
+            responses = list(pool.map(one, range(48)))
+        codes = [r.status_code for r in responses]
+        assert codes[5] == 400 and codes[:5] + codes[6:] == [200] * 47
+        after = batches(client)
+        assert after["sum"] - before["sum"] == 47
+        if after["count"] - before["count"] < 47:  # some requests were answered together
+            break
+    else:
+        pytest.fail("no two of 3 x 47 concurrent requests shared a forward pass")
 
 
 def batches(client) -> dict:
