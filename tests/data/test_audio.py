@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 import math
 import shutil
 import tarfile
@@ -31,7 +32,17 @@ from grove.data.audio import (
     speech_commands,
 )
 from grove.data.audio import datasets
-from grove.data.audio.augment import add_noise, band_mask, random_gain, random_shift, spec_augment
+from grove.data.audio.augment import (
+    add_noise,
+    add_silence,
+    band_mask,
+    change_speed,
+    noise_floor,
+    random_gain,
+    random_shift,
+    reverberate,
+    spec_augment,
+)
 from grove.errors import GroveError
 
 UNREACHABLE = "http://127.0.0.1:9/archive.tar.gz"  # port 9 (discard) refuses at once
@@ -180,15 +191,32 @@ def test_spec_augment_zeroes_whole_frequency_bands_and_time_spans():
     assert torch.equal(out, spec_augment(x, 2, 8, 2, 5, lengths))  # the global RNG decides
 
 
-def test_noise_gain_and_shift():
+def test_noise_of_every_kind_comes_at_the_drawn_snr():
     torch.manual_seed(0)
-    x = torch.from_numpy(np.stack([tone(300 + 50 * i, 16000) for i in range(8)]))
+    x = torch.from_numpy(np.stack([tone(300 + 50 * i, 16000) for i in range(16)]))
     noisy = add_noise(x, (10.0, 10.0))
     ratio = (noisy - x).square().mean(1) / x.square().mean(1)
-    torch.testing.assert_close(ratio, torch.full((8,), 0.1), rtol=0.1, atol=0)
-    gained = random_gain(x, 6.0)
+    torch.testing.assert_close(ratio, torch.full((16,), 0.1), rtol=1e-3, atol=0)
+    lengths = torch.tensor([16000, 8000] * 8)
+    x = x * (torch.arange(16000) < lengths[:, None])
+    noisy = add_noise(x, (20.0, 20.0), lengths)
+    assert torch.all(noisy[1::2, 8000:] == 0)  # padding stays silent
+    ratio = (noisy - x).square().sum(1) / x.square().sum(1)
+    torch.testing.assert_close(ratio, torch.full((16,), 0.01), rtol=1e-3, atol=0)
+
+
+def test_gain_stays_in_its_range_and_clips_at_full_scale():
+    torch.manual_seed(0)
+    x = torch.from_numpy(np.stack([tone(300, 16000, amplitude=0.1)] * 32))
+    gained = random_gain(x, (-20.0, 6.0))
     factor = gained.abs().amax(1) / x.abs().amax(1)
-    assert torch.all(factor <= 10 ** (6 / 20) + 1e-4) and torch.all(factor >= 10 ** (-6 / 20) - 1e-4)
+    assert torch.all(factor <= 10 ** (6 / 20) + 1e-4) and torch.all(factor >= 10 ** (-20 / 20) - 1e-4)
+    loud = random_gain(x, (30.0, 30.0))
+    assert loud.abs().max() == 1.0 and (loud.abs() == 1.0).float().mean() > 0.5
+
+
+def test_shift_moves_each_clip_within_its_range():
+    torch.manual_seed(0)
     ramp = torch.arange(1, 101, dtype=torch.float32).repeat(4, 1)
     shifted = random_shift(ramp, 5)
     for row in shifted:
@@ -198,6 +226,55 @@ def test_noise_gain_and_shift():
         torch.testing.assert_close(
             row, torch.roll(ramp[0], s) * ((torch.arange(100) - s >= 0) & (torch.arange(100) - s < 100))
         )
+
+
+def test_noise_floor_is_the_quiet_background():
+    quiet = torch.full((1, 16000), 0.01)
+    quiet[0, 4000:12000] = torch.from_numpy(tone(300, 16000, 0.5, 0.5))
+    torch.testing.assert_close(noise_floor(quiet, None, 160), torch.tensor([0.01]))
+    padded = torch.cat([quiet, torch.zeros(1, 8000)], 1)  # padding is not background
+    torch.testing.assert_close(noise_floor(padded, torch.tensor([16000]), 160), torch.tensor([0.01]))
+
+
+def test_added_silence_keeps_the_speech_and_its_edges():
+    torch.manual_seed(0)
+    lengths = torch.tensor([8000, 6000] * 32)
+    x = 0.5 + 0.1 * torch.sin(torch.arange(8000) * 0.1).repeat(64, 1)  # "speech", all above 0.3 ...
+    x[:, :800] = 0.001  # ... after 50 ms of a quiet background
+    x = x * (torch.arange(8000) < lengths[:, None])
+    out, new_lengths = add_silence(x, lengths, 4800, 160)
+    assert out.shape[1] == int(new_lengths.max()) and torch.all(new_lengths - lengths <= 2 * 4800)
+    leads = []
+    for row, before, n, total in zip(out, x, lengths, new_lengths):
+        lead = int((row > 0.3).nonzero()[0]) - 800
+        assert torch.equal(row[lead : lead + n], before[:n])  # the recording itself, unchanged
+        assert (row[:lead].abs() < 0.006).all() and (row[lead + n : total].abs() < 0.006).all()
+        assert torch.all(row[total:] == 0)  # padding stays padding
+        leads.append(lead)
+    assert 10 < leads.count(0) < 54 and max(leads) > 2400  # about half keep their start as recorded
+
+
+def test_speed_scales_frequency_and_length():
+    torch.manual_seed(0)
+    x = torch.from_numpy(np.stack([tone(400, 16000)] * 8))
+    out, lengths = change_speed(x, torch.full((8,), 16000), 0.9, 1.1)
+    for row, n in zip(out, lengths):
+        rate = 16000 / int(n)
+        assert 0.9 - 1e-3 <= rate <= 1.1 + 1e-3 and torch.all(row[n:] == 0)
+        assert abs(peak_hz(row[:n].numpy(), 16000) - 400 * rate) < 10
+    fixed, none = change_speed(x, None, 1.1, 1.1)  # a clip keeps its length: zeros after it
+    assert none is None and fixed.shape == x.shape and torch.all(fixed[:, -1000:] == 0)
+
+
+def test_reverberation_keeps_the_level_and_adds_a_tail():
+    torch.manual_seed(0)
+    x = torch.zeros(4, 16000)
+    x[:, 1000:1400] = torch.from_numpy(tone(500, 16000, 0.025))
+    assert torch.equal(reverberate(x, None, 0.0, (0.2, 0.5), 16000), x)
+    wet = reverberate(x, torch.tensor([16000, 16000, 16000, 4000]), 1.0, (0.3, 0.3), 16000)
+    torch.testing.assert_close(wet[:3].square().mean(1), x[:3].square().mean(1), rtol=1e-4, atol=0)
+    assert wet[:, :1000].abs().max() < 1e-6 and torch.all(wet[3, 4000:] == 0)
+    assert torch.all(wet[:3, 2000:3000].abs().amax(1) > 1e-3)  # the room rings after the burst
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,7 +296,7 @@ def test_transform_eval_is_deterministic_and_accepts_int16():
 def test_transform_mfcc_and_variable_length_batches():
     t = AudioTransform(
         features=FeatureOptions(n_mfcc=13),
-        augment=AugmentOptions(spec_time_masks=1, spec_time_width=5, noise_snr_db=(5, 20)),
+        augment=AugmentOptions(spec_time_masks=1, spec_time_width=5, noise_snr_db=(5, 20), speed=None),
     )
     audio = torch.zeros(2, 8000)
     audio[0] = torch.from_numpy(tone(300, 16000, 0.5))
@@ -246,7 +323,8 @@ def test_transform_reads_the_flat_dict_of_older_run_directories():
         "noise_snr_db": None, "gain_db": 6.0, "shift_ms": 100.0,
     }
     t = AudioTransform.from_dict(flat)
-    assert t == AudioTransform(16000, FeatureOptions(n_mfcc=13), AugmentOptions())
+    assert t.features == FeatureOptions(n_mfcc=13, normalize="utterance", top_db=None)  # as those runs were trained
+    assert t.augment.gain_db == (-6.0, 6.0) and t.augment.noise_snr_db is None
     assert (t.n_fft, t.hop) == (400, 160)
 
 
@@ -470,8 +548,12 @@ def test_audio_manifest_builds_an_alphabet_and_pads_batches(tmp_path):
     assert decode_tokens(targets["tokens"][0], alphabet) == "hello world"
     assert targets["tokens"][0, 11] == 0
     assert decode_tokens(bundle.val[0][1], alphabet) == "well there"  # "!" is not in the alphabet
-    features = bundle.transform(inputs, train=True)
+    features = bundle.transform(inputs, train=False)
     assert features["features"].shape == (2, 40, 51) and features["lengths"].tolist() == [51, 26]
+    augmented = bundle.transform(inputs, train=True)  # added silence and speed change the lengths
+    frames = augmented["lengths"]
+    assert augmented["features"].shape[2] == int(frames.max()) and torch.all(frames >= 26)
+    assert torch.all(augmented["features"][1, :, int(frames[1]) :] == 0)
     json.dumps(bundle.meta)
 
 
@@ -610,3 +692,23 @@ def test_audio_manifest_with_the_runs_alphabet_reads_only_its_split(tmp_path):
         audio_manifest(root=str(root), val="dev.jsonl", splits=["val"], classes=["a", "b", "c"])
     with pytest.raises(GroveError, match="does not exist"):  # without the alphabet, train.csv is needed
         audio_manifest(root=str(root), val="dev.jsonl", splits=["val"])
+
+
+@pytest.mark.parametrize("kind", ["keyword", "transcription"])
+def test_every_augmentation_is_the_same_for_the_same_seed(kind):
+    from grove.data.audio.options import KEYWORD_AUGMENT, TRANSCRIPTION_AUGMENT
+
+    torch.manual_seed(1)
+    audio = torch.randn(6, 8000) * 0.1
+    batch = audio if kind == "keyword" else {"audio": audio, "lengths": torch.tensor([8000, 7000, 6000] * 2)}
+    augment = KEYWORD_AUGMENT if kind == "keyword" else TRANSCRIPTION_AUGMENT
+    transform = AudioTransform(augment=replace(augment, reverb_p=1.0))  # every step in play
+
+    def draw(seed):
+        torch.manual_seed(seed)
+        out = transform(batch, True)
+        return out if kind == "keyword" else torch.cat([out["features"].flatten(), out["lengths"].float()])
+
+    first = draw(0)
+    assert torch.equal(first, draw(0)) and not torch.equal(first, draw(1))
+    assert not torch.equal(transform.augment_waves(audio, None)[0], audio)

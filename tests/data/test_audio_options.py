@@ -51,6 +51,15 @@ def test_given_keys_override_the_defaults_with_their_types():
         (parse_augment, {"noise_snr_db": [10]}, "recipe key 'data.augment.noise_snr_db' must be [low, high]"),
         (parse_features, "mfcc", "recipe key 'data.features' must be a mapping of options"),
         (parse_transcription_augment, {"shift_ms": 10}, "'data.augment.shift_ms' applies to fixed-length keyword"),
+        (parse_augment, {"silence_s": 0.5}, "'data.augment.silence_s' applies to transcribed utterances only"),
+        (parse_transcription_augment, {"silence_s": -1}, "'data.augment.silence_s' cannot be negative"),
+        (parse_augment, {"speed": [1.1, 0.9]}, "'data.augment.speed' must be [low, high] in rates such as [0.9, 1.1]"),
+        (parse_augment, {"speed": [0.1, 1.0]}, "'data.augment.speed' must be [low, high] in rates"),
+        (parse_augment, {"speed": 1.1}, "'data.augment.speed': input should be a valid tuple"),
+        (parse_augment, {"reverb_p": 1.5}, "'data.augment.reverb_p' is a probability, 0 to 1 (got 1.5)"),
+        (parse_augment, {"reverb_rt60_s": None}, "'data.augment.reverb_rt60_s': input should be a valid tuple"),
+        (parse_augment, {"gain_db": [6, -20]}, "'data.augment.gain_db' must be [low, high] in dB"),
+        (parse_features, {"normalize": "global"}, "'data.features.normalize': input should be 'speech' or 'utterance'"),
     ],
 )
 def test_mistakes_are_one_line_errors_naming_the_nested_key(parse, raw, message):
@@ -81,7 +90,7 @@ def test_builders_take_the_sections(tmp_path):
     assert bundle.model_defaults["in_features"] == 13
     t = bundle.transform
     assert t.sample_rate == 8000 and (t.n_fft, t.hop) == (200, 80)
-    assert t.augment.shift_ms == 20 and t.augment.gain_db == 0 and t.augment.spec_time_masks == 2
+    assert t.augment.shift_ms == 20 and t.augment.gain_db == (0, 0) and t.augment.spec_time_masks == 2
     assert AudioTransform.from_dict(bundle.meta["transform"]) == t
     assert bundle.meta["transform"]["features"]["n_mfcc"] == 13
     with pytest.raises(GroveError, match="data.augment.shif_ms' \\(did you mean 'shift_ms'\\?\\)"):

@@ -164,7 +164,7 @@ def test_spoken_digit_sequences(data_dir):
         and inputs["lengths"].tolist() == bundle.train.lengths.tolist()
     )
     assert targets["tokens"].shape[0] == 2 and (targets["lengths"] > 0).all()
-    out = bundle.transform(inputs, train=True)
+    out = bundle.transform(inputs, train=False)
     assert out["features"].shape[:2] == (2, 40) and out["lengths"].tolist() == (inputs["lengths"] // 160 + 1).tolist()
     again = sw.spoken_digit_sequences(
         n_utterances=6, voices=VOICES, speeds=(160,), pitches=(50,), val_voices=1, test_voices=1
@@ -239,3 +239,30 @@ def test_spoken_digit_sequences_one_split(data_dir, monkeypatch):
         (wave, tokens), (expected_wave, expected_tokens) = test.test[i], full.test[i]
         assert torch.equal(wave, expected_wave) and torch.equal(tokens, expected_tokens)
     assert {**test.meta, "cache": None} == full.meta and test.classes == full.classes
+
+
+# ---------------------------------------------------------------------------------------------
+# Where an utterance starts
+
+
+def test_some_generated_utterances_start_right_on_the_speech():
+    rng = np.random.default_rng(0)
+    leads = [espeak.pad_utterance(np.ones(1600, np.float32), 16000, rng)[1].start for _ in range(200)]
+    assert min(leads) < 0.02 * 16000 and max(leads) > 0.25 * 16000  # 0 to 0.3 s, none always there
+
+
+@needs_espeak
+def test_leading_silence_leaves_the_features_of_the_speech_as_they_are():
+    # A recording that starts on its first word and the same with 1 s of silence before it must
+    # look the same to the model where the speech is: per-utterance statistics over every frame
+    # made the first word's features depend on the silence, and a model heard "four four two seven".
+    from grove.data.audio import AudioTransform, FeatureOptions
+
+    speech = espeak.to_rate(espeak.speak(["four two seven"], "en-us", 175, 50), 16000)[0]
+    starts_on_it = torch.from_numpy(speech / np.abs(speech).max() * 0.7)[None]
+    after_silence = torch.cat([torch.zeros(1, 16000), starts_on_it], 1)
+    for normalize, same in (("speech", True), ("utterance", False)):
+        transform = AudioTransform(features=FeatureOptions(normalize=normalize))
+        plain, padded = transform(starts_on_it, False), transform(after_silence, False)[..., 100:]
+        gap = (plain - padded)[..., 2:-2].abs().mean()  # frames clear of the edges of the STFT padding
+        assert (gap < 0.02) == same, (normalize, float(gap))

@@ -155,7 +155,9 @@ def place_word(word: np.ndarray, length: int, rng: np.random.Generator) -> tuple
 
 
 def pad_utterance(speech: np.ndarray, sample_rate: int, rng: np.random.Generator) -> tuple[np.ndarray, slice]:
-    lead, tail = (int(rng.uniform(0.1, 0.3) * sample_rate) for _ in range(2))
+    """The utterance with 0 to 0.3 s (uniform) before and after it: some start right on the
+    speech, as a recording may (training's data.augment.silence_s adds longer stretches)."""
+    lead, tail = (int(rng.uniform(0.0, 0.3) * sample_rate) for _ in range(2))
     clip = np.zeros(lead + len(speech) + tail, dtype=np.float32)
     clip[lead : lead + len(speech)] = speech
     return clip, slice(lead, lead + len(speech))
