@@ -53,19 +53,31 @@ STRINGS_PER_VOICE_SPEED = 8
 # -- material ------------------------------------------------------------------------------------
 
 
-def material(predictor: Predictor) -> tuple[list[np.ndarray], list[str]]:
-    """Clean trimmed speech (float32, 16 kHz, peak PEAK) by the run's test voices, and its labels
-    (keywords) or transcripts (digit strings)."""
+_SPOKEN: dict = {}
+
+
+def material(predictor: Predictor) -> tuple[dict[str, list[np.ndarray]], list[str]]:
+    """Every condition's clips of the run's test voices (`conditions`), and their labels
+    (keywords) or transcripts (digit strings); made once for runs that share them."""
     voices = predictor.data["voices"]["test"]
     speeds = predictor.run.recipe.data.model_extra.get("speeds") or SPEEDS
+    key = (predictor.task, tuple(voices), tuple(speeds), tuple(predictor.classes))
+    if key not in _SPOKEN:
+        pieces, labels = _speak_material(predictor.task, voices, speeds, predictor.classes)
+        _SPOKEN[key] = conditions(pieces), labels
+    return _SPOKEN[key]
+
+
+def _speak_material(task: str, voices: list[str], speeds, classes: list[str]) -> tuple[list[np.ndarray], list[str]]:
+    """Clean trimmed speech (float32, 16 kHz, peak PEAK) and its labels."""
     rng = np.random.default_rng(0)
     pieces, labels = [], []
     for voice in voices:
         for speed in speeds:
-            if predictor.task == "ctc":
+            if task == "ctc":
                 texts = [" ".join(DIGITS[d] for d in rng.integers(0, 10, rng.integers(2, 5))) for _ in range(STRINGS_PER_VOICE_SPEED)]
             else:
-                texts = list(predictor.classes)
+                texts = list(classes)
             spoken = to_rate(speak(texts, voice, int(speed), 50), RATE)
             pieces += [p / (np.abs(p).max() + 1e-9) * PEAK for p in spoken]
             labels += texts
@@ -182,8 +194,8 @@ def score(predictor: Predictor, clips: list[np.ndarray], labels: list[str]) -> d
 
 def evaluate(run: Path) -> dict:
     predictor = Predictor.load(run, device="cpu")
-    pieces, labels = material(predictor)
-    figures = {name: score(predictor, clips, labels) for name, clips in conditions(pieces).items()}
+    clips_by_condition, labels = material(predictor)
+    figures = {name: score(predictor, clips, labels) for name, clips in clips_by_condition.items()}
     return {"run": str(run), "recipe": predictor.recipe, "task": predictor.task, "figures": figures}
 
 

@@ -122,6 +122,22 @@ def test_logmel_matches_the_reference():
         np.testing.assert_allclose(out[b].numpy(), ref_logmel(x[b].numpy(), 16000, 400, 160, 40), atol=2e-3, rtol=1e-4)
 
 
+def test_top_db_floors_the_logmel_below_each_utterances_loudest_cell():
+    x = torch.zeros(2, 8000)
+    x[:, 4000:] = torch.from_numpy(tone(1000, 16000, 0.25))
+    x[1] *= 0.01  # 40 dB quieter: the floor follows the utterance, not full scale
+    plain, floored = LogMel(16000, 400, 160, 40)(x), LogMel(16000, 400, 160, 40, top_db=50)(x)
+    nats = 50 * math.log(10) / 10
+    for b in range(2):
+        top = plain[b].max()
+        torch.testing.assert_close(floored[b], plain[b].clamp(min=top - nats))
+        assert plain[b].min() < top - nats  # digital silence was below the floor
+    gap = floored[0].min() - floored[1].min()
+    torch.testing.assert_close(gap, torch.tensor(40 * math.log(10) / 10), atol=1e-3, rtol=0)
+    mfcc = MFCC(13, top_db=50)
+    torch.testing.assert_close(mfcc(x), mfcc.dct @ LogMel(top_db=50)(x))
+
+
 def test_mfcc_is_the_orthonormal_dct_of_the_logmel():
     scipy_fft = pytest.importorskip("scipy.fft")
     x = torch.from_numpy(np.random.default_rng(1).standard_normal((3, 3200)).astype(np.float32))

@@ -284,7 +284,7 @@ def spoken_words(
     voices: list[str] | None = None,
     speeds: Sequence[int] = SPEEDS,
     pitches: Sequence[int] = PITCHES,
-    noise_snr_db: tuple[float, float] | None = (10.0, 30.0),
+    noise_snr_db: tuple[float, float] | None = (10.0, 60.0),
     sample_rate: int = 16000,
     clip_seconds: float = 1.0,
     seed: int = 0,
@@ -301,7 +301,8 @@ def spoken_words(
     The digits zero..nine and yes no up down left right on off stop go forward backward (or
     `words`), each spoken by every voice (`voices`, or n_voices of the 96 accent+variant voices)
     at every speed in `speeds` with a seeded pitch from `pitches`: 6,336 one-second clips by
-    default, with noise mixed in at a seeded SNR in noise_snr_db. val_voices and test_voices (a
+    default, with noise mixed in at a seeded SNR in noise_snr_db (10 to 60 dB: from a noisy room to
+    as good as clean, so models also hear noise-free recordings). val_voices and test_voices (a
     count, a fraction or a list of names) are held out: their voices never speak in training.
     Generated once (needs espeak-ng: scripts/install-system-deps.sh) and cached in
     data_dir()/spoken_words/. Splits hold int16 clips; `voices[i]` names each clip's voice.
@@ -386,7 +387,7 @@ def spoken_digit_sequences(
     voices: list[str] | None = None,
     speeds: Sequence[int] = SPEEDS,
     pitches: Sequence[int] = PITCHES,
-    noise_snr_db: tuple[float, float] | None = (10.0, 30.0),
+    noise_snr_db: tuple[float, float] | None = (10.0, 60.0),
     sample_rate: int = 16000,
     seed: int = 0,
     cache: bool = True,

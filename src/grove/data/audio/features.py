@@ -78,7 +78,8 @@ class LogMel(nn.Module):
     loud ones carry ~1% error in power (1e-2 in their log), and two FFT implementations (torch's,
     an exported graph's) disagree by that much. In float64 the power is exact to float32 before
     the mel filters (a sum of positive terms) and the log, which run in float32 even under
-    autocast: the log of small powers needs the range.
+    autocast: the log of small powers needs the range. With `top_db`, each utterance's log-mel is
+    floored that many dB below its loudest cell (librosa's power_to_db(top_db=...)).
     """
 
     def __init__(self, sample_rate=16000, n_fft=400, hop=160, n_mels=40, f_min=0.0, f_max=None, top_db=None):
