@@ -155,9 +155,10 @@ def place_word(word: np.ndarray, length: int, rng: np.random.Generator) -> tuple
 
 
 def pad_utterance(speech: np.ndarray, sample_rate: int, rng: np.random.Generator) -> tuple[np.ndarray, slice]:
-    """The utterance with 0 to 0.3 s (uniform) before and after it: some start right on the
-    speech, as a recording may (training's data.augment.silence_s adds longer stretches)."""
-    lead, tail = (int(rng.uniform(0.0, 0.3) * sample_rate) for _ in range(2))
+    """The utterance with 0 to 0.3 s (uniform) before and after it, or (a quarter of the time,
+    each end drawn apart) nothing: a recording may start or stop right on the speech. Training's
+    data.augment.silence_s adds longer stretches."""
+    lead, tail = (0 if rng.random() < 0.25 else int(rng.uniform(0.0, 0.3) * sample_rate) for _ in range(2))
     clip = np.zeros(lead + len(speech) + tail, dtype=np.float32)
     clip[lead : lead + len(speech)] = speech
     return clip, slice(lead, lead + len(speech))

@@ -49,7 +49,7 @@ DIGITS = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight"
 COMMANDS = ("yes", "no", "up", "down", "left", "right", "on", "off", "stop", "go", "forward", "backward")
 SPEEDS = (130, 165, 200)  # words per minute; espeak-ng's default is 175
 PITCHES = (30, 45, 60, 75)  # 0-99; espeak-ng's default is 50
-GENERATOR_VERSION = 2  # bump when the generated audio changes, so old caches are not reused
+GENERATOR_VERSION = 3  # bump when the generated audio changes, so old caches are not reused
 
 
 # ---------------------------------------------------------------------------------------------

@@ -122,24 +122,26 @@ def parse_features(raw: Mapping[str, Any] | None) -> FeatureOptions:
 def parse_augment(raw: Mapping[str, Any] | None) -> AugmentOptions:
     """A keyword data set's `data.augment` mapping (None: every default) as AugmentOptions over
     KEYWORD_AUGMENT; added silence is refused, since a clip's word is placed by its time shift."""
-    options = _parse(AUGMENT, raw, KEYWORD_AUGMENT, example="{shift_ms: 50, spec_time_masks: 0}")
-    if options.silence_s:
-        raise GroveError(
-            f"recipe key '{AUGMENT}.silence_s' applies to transcribed utterances only; a keyword clip's "
-            "word is moved inside its clip by shift_ms: remove it"
-        )
-    return options
+    return _parse_augment(
+        raw, KEYWORD_AUGMENT, "silence_s", "{shift_ms: 50, spec_time_masks: 0}",
+        "applies to transcribed utterances only; a keyword clip's word is moved inside its clip by shift_ms",
+    )
 
 
 def parse_transcription_augment(raw: Mapping[str, Any] | None) -> AugmentOptions:
     """A transcription data set's `data.augment` as AugmentOptions over TRANSCRIPTION_AUGMENT; a
     time shift is refused, since variable-length utterances get added silence instead."""
-    options = _parse(AUGMENT, raw, TRANSCRIPTION_AUGMENT, example="{silence_s: 0.5, spec_time_masks: 0}")
-    if options.shift_ms:
-        raise GroveError(
-            f"recipe key '{AUGMENT}.shift_ms' applies to fixed-length keyword clips only; "
-            "transcribed utterances are not shifted but get leading and trailing silence (silence_s): remove it"
-        )
+    return _parse_augment(
+        raw, TRANSCRIPTION_AUGMENT, "shift_ms", "{silence_s: 0.5, spec_time_masks: 0}",
+        "applies to fixed-length keyword clips only; transcribed utterances are not shifted but get "
+        "leading and trailing silence (silence_s)",
+    )
+
+
+def _parse_augment(raw, defaults: AugmentOptions, refused: str, example: str, why: str) -> AugmentOptions:
+    options = _parse(AUGMENT, raw, defaults, example=example)
+    if getattr(options, refused):
+        raise GroveError(f"recipe key '{AUGMENT}.{refused}' {why}: remove it")
     return options
 
 
