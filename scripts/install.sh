@@ -2,7 +2,8 @@
 # Installs grove into .venv (created if missing) with the tested versions in constraints.txt.
 #   bash scripts/install.sh              grove and its runtime dependencies
 #   bash scripts/install.sh deploy,serve plus those optional extras (deploy: export and the ONNX runtime;
-#                                        serve: the HTTP server; explain: explanations)
+#                                        serve: the HTTP server; explain: explanations;
+#                                        privacy: differentially private training and audits)
 #   bash scripts/install.sh test         plus the test tools, every optional extra and the test resources
 # Torch: a torch already in .venv is kept (on a GPU machine, install a CUDA build there first, see
 # README); otherwise the pinned version is installed first, so no dependency can pull another
@@ -23,7 +24,7 @@ if ! "$py" -c "import torch" 2>/dev/null; then
 fi
 
 if [ "$extra" = "test" ]; then
-  pip_install -c constraints.txt -e ".[test,deploy,serve,explain]"
+  pip_install -c constraints.txt -e ".[test,deploy,serve,explain,privacy]"
   [ -f scripts/install-system-deps.sh ] && bash scripts/install-system-deps.sh
 elif [ -n "$extra" ]; then
   pip_install -c constraints.txt -e ".[$extra]"

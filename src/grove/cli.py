@@ -118,6 +118,17 @@ def parser() -> argparse.ArgumentParser:
     xp.add_argument("--device", default="auto")
     xp.set_defaults(run=cmd_explain)
 
+    au = sub.add_parser("audit", help="membership-inference attacks: how much a run's model gives away about its training data")
+    au.add_argument("run_dir", metavar="RUN")
+    au.add_argument("--checkpoint", default="best", choices=["best", "last"])
+    au.add_argument("--members", type=int, default=1000, help="training examples audited, at most (as many held-out ones)")
+    au.add_argument("--seed", type=int, default=0, help="draws the audited examples and the reference model's data")
+    au.add_argument("--reference-steps", type=int, default=300, help="training steps of the reference model, at most")
+    au.add_argument("--no-reference", action="store_true", help="the loss attack alone: no reference model to train")
+    au.add_argument("--device", default="auto")
+    au.add_argument("--json", action="store_true", help="print the full result as JSON")
+    au.set_defaults(run=cmd_audit)
+
     sub.add_parser("recipes", help="list the built-in recipes").set_defaults(run=cmd_recipes)
     sub.add_parser("models", help="list the registered models").set_defaults(run=cmd_models)
     sub.add_parser("datasets", help="list the registered data sets").set_defaults(run=cmd_datasets)
@@ -354,6 +365,36 @@ def cmd_report(args) -> int:
     from grove.report import write_report
 
     print(f"report: {write_report(args.run_dir, out=args.out, device=args.device)}")
+    return 0
+
+
+def cmd_audit(args) -> int:
+    from pathlib import Path
+
+    from grove.privacy.audit import AUDIT, audit_run
+
+    result = audit_run(args.run_dir, args.checkpoint, members=args.members, seed=args.seed, device=args.device,
+                       reference=not args.no_reference, reference_steps=args.reference_steps)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    members, non_members = result["members"], result["non_members"]
+    print(f"{members} members (train) against {non_members} non-members ({result['split']}), "
+          f"{result['checkpoint']} checkpoint")
+    print(f"{'attack':<10}  {'AUC':>5}  TPR@1%FPR  members  non-members  mean loss members / non-members")
+    for name, a in result["attacks"].items():
+        ref = a.get("reference")
+        under = (f" (the reference model's, trained on {ref['examples']} other {result['split']} examples for "
+                 f"{ref['steps']} steps)") if ref else ""
+        print(f"{name:<10}  {a['auc']:.3f}  {a['tpr_at_1pct_fpr']:9.3f}  {members:7d}  {non_members:11d}  "
+              f"{a['members_loss']:.4g} / {a['non_members_loss']:.4g}{under}")
+    if "accuracy" in result:
+        acc = result["accuracy"]
+        print(f"accuracy: members {acc['members']:.4f}, non-members {acc['non_members']:.4f} (gap {acc['gap']:+.4f})")
+    best = max(a["auc"] for a in result["attacks"].values())
+    print(f"An AUC of 0.5 means an attack tells members from non-members no better than chance (the best here is "
+          f"{best:.3f}); a low AUC does not prove privacy: only differential privacy's epsilon bounds every attack.")
+    print(f"audit: {Path(result['run']) / AUDIT}")
     return 0
 
 

@@ -93,6 +93,22 @@ class TrainConfig(Section):
     device: str = "auto"  # auto, cpu, cuda or cuda:N
 
 
+class PrivacyConfig(Section):
+    """Differentially private training (DP-SGD): on when `epsilon` or `noise_multiplier` is set."""
+
+    # The target epsilon at `delta`: the noise is chosen so the last step reaches it. With a
+    # noise_multiplier too, it is a budget that stops training when the next step would pass it.
+    epsilon: float | None = Field(None, gt=0)
+    noise_multiplier: float | None = Field(None, gt=0)
+    delta: float | None = Field(None, gt=0, lt=1)  # default: a power of ten below 1/(10 x training examples)
+    max_grad_norm: float = Field(1.0, gt=0)  # each example's gradient is clipped to this L2 norm
+    accountant: Literal["rdp", "prv"] = "rdp"
+
+    @property
+    def enabled(self) -> bool:
+        return self.epsilon is not None or self.noise_multiplier is not None
+
+
 class RunConfig(Section):
     dir: str = "runs"
     name: str | None = None  # defaults to the recipe's name
@@ -106,6 +122,7 @@ class Recipe(Section):
     optim: OptimConfig = OptimConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     train: TrainConfig = TrainConfig()
+    privacy: PrivacyConfig = PrivacyConfig()
     run: RunConfig = RunConfig()
 
     def to_dict(self) -> dict:

@@ -62,6 +62,7 @@ class ModelRef(BaseModel):
     model_config = ConfigDict(extra="forbid", protected_namespaces=())
     name: str
     options: dict
+    converted: list[str] = []  # applied after building, in order (grove.privacy.apply_conversions)
 
 
 class RunMeta(BaseModel):
@@ -288,6 +289,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "auto"
     """Model, task, preprocessing and class names of a run, from its directory alone."""
     from grove.device import pick_device
     from grove.models.utils import load_weights
+    from grove.privacy import apply_conversions
     from grove.registry import MODELS
     from grove.tasks import create_task
 
@@ -299,6 +301,7 @@ def load_run(run_dir: str | Path, checkpoint: str = "best", device: str = "auto"
         model = MODELS.create(meta.model.name, **meta.model.options)
     except (TypeError, ValueError) as err:
         raise GroveError(f"run file {run.path / META} names a model that cannot be built ({_first_line(err)})") from None
+    apply_conversions(model, meta.model.converted)
     weights, _ = run.load_checkpoint(checkpoint, with_state=False)
     try:
         load_weights(model, weights)

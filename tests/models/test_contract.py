@@ -8,57 +8,12 @@ from safetensors.torch import load_file, save_file
 from grove.models import estimate_flops
 from grove.models.layers.contract import CTCOutput, LMOutput, TensorSpec
 from grove.models.utils import load_weights, weights_of
-from grove.registry import create_model, list_models
+from grove.registry import list_models
+from conftest import NUM_CLASSES, TEST_OPTIONS, build, inputs_like, logits_of
 
-NUM_CLASSES = 7
-# small options so the whole file stays fast; models not listed build with their defaults
-SMALL_IMAGE_CNN = dict(image_size=32, hidden=32)
-TEST_OPTIONS = {
-    "resnet18": dict(image_size=32),
-    "resnet34": dict(image_size=32),
-    "resnet50": dict(image_size=32),
-    "fastnet": dict(widths=(8, 16, 16)),
-    "seed_cnn": dict(image_size=16),
-    "alexnet": SMALL_IMAGE_CNN,
-    **{name: SMALL_IMAGE_CNN for name in ("vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn")},
-    "vit": dict(image_size=16, patch_size=4, dim=32, depth=2, heads=2),
-    "vit_tiny": dict(image_size=32, patch_size=8),
-    "vit_small": dict(image_size=32, patch_size=8),
-    # language models: the output size is the vocabulary; both tie their embedding and output weights
-    "gpt": dict(vocab_size=NUM_CLASSES, block_size=16, n_layer=2, n_head=2, n_embd=32),
-    "lstm_lm": dict(vocab_size=NUM_CLASSES, n_embd=16, n_hidden=16, tie_weights=True),
-    "encoder_classifier": dict(vocab_size=50, max_len=16, n_layer=2, n_head=2, n_embd=32),
-    "rnn_classifier": dict(vocab_size=50, n_embd=16, n_hidden=16),
-    # speech: keyword spotters take (B, F, T) features; CTC models return CTCOutput(log_probs, lengths)
-    "bc_resnet": dict(scale=1),
-    "ds_cnn": dict(channels=16, n_blocks=2),
-    "crnn": dict(channels=8, hidden=16, layers=1),
-    "kwt": dict(dim=32, depth=2, heads=2),
-    "conv_rnn_ctc": dict(channels=8, hidden=16, layers=1),
-    "transformer_ctc": dict(dim=32, depth=2, heads=2, conv_kernel=5),
-}
 LANGUAGE_MODELS = {"gpt", "lstm_lm"}  # their output is the vocabulary: reset_classifier refuses
 CTC_MODELS = {"conv_rnn_ctc", "transformer_ctc"}
 DTYPES = {"float32": torch.float32, "int64": torch.int64}
-
-
-def logits_of(out):
-    # sequence models with lengths return a CTCOutput(log_probs, lengths)
-    return out[0] if isinstance(out, tuple) else out
-
-
-def build(name):
-    torch.manual_seed(0)
-    return create_model(name, num_classes=NUM_CLASSES, **TEST_OPTIONS.get(name, {}))
-
-
-def inputs_like(specs: list[TensorSpec], first: torch.Tensor) -> tuple:
-    """`first` followed by the later inputs the specs name (CTC's lengths: every frame valid)."""
-    rest = []
-    for spec in specs[1:]:
-        assert spec.name == "lengths" and spec.shape == ("batch",) and spec.dtype == "int64", spec
-        rest.append(torch.full((first.shape[0],), first.shape[-1], dtype=torch.int64))
-    return (first, *rest)
 
 
 def other_size(n: int) -> int:

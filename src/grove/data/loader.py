@@ -4,6 +4,8 @@ The training order of an epoch is a permutation drawn from (seed, epoch) alone, 
 process: a global batch is a slice of it and each rank takes its share of that slice. So a resumed
 run replays exactly the batches it missed, and N processes see together what one process would.
 Splits with a `lengths` attribute are batched by similar length (less padding) within that order.
+With `poisson` (private training) each batch is instead an independent Poisson draw from
+(seed, epoch): every example in it with probability batch_size / N.
 Splits with `take` (in memory) are moved to the device once and indexed there; `sequential`
 splits (token streams for truncated BPTT) are read in order, each rank taking its rows; other
 splits go through a DataLoader whose workers decode (with the split's own `collate` when it has
@@ -37,6 +39,7 @@ class BatchLoader:
         world_size: int = 1,
         num_workers: int = 0,
         strict: bool = False,
+        poisson: bool = False,
     ):
         if len(data) == 0:
             raise GroveError("a data split is empty: check the data set's path and contents")
@@ -55,6 +58,9 @@ class BatchLoader:
         self.world_size = world_size
         self.num_workers = num_workers
         self.strict = strict
+        # Private training: every example joins each batch independently with probability
+        # batch_size / N, so batch sizes vary around batch_size (see grove/privacy).
+        self.poisson = poisson and train
         self.skipped: set[str] = set()  # the path(i) of every unreadable item met so far
 
     @property
@@ -89,6 +95,9 @@ class BatchLoader:
 
     def _train_batches(self, epoch: int) -> list[torch.Tensor]:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        if self.poisson:
+            q, n = self.batch_size / len(self.data), len(self.data)
+            return [(torch.rand(n, generator=generator) < q).nonzero().squeeze(1) for _ in range(len(self))]
         order = torch.randperm(len(self.data), generator=generator)
         b = self.batch_size
         batches = [order[i * b : (i + 1) * b] for i in range(len(self))]

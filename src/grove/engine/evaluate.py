@@ -61,6 +61,7 @@ class FinishedRun:
     is_main: bool
     classes: list[str]
     data_files: dict  # files the data set saved in the run (a tokenizer ...)
+    privacy: dict | None = None  # the privacy plan's figures (grove/privacy) of a private run
 
 
 def final_report(result: FinishedRun) -> dict:
@@ -88,6 +89,8 @@ def final_report(result: FinishedRun) -> dict:
         "processes": result.processes,
         "speed": result.speed.describe(),
     }
+    if result.privacy:
+        summary["privacy"] = result.privacy
     if result.is_main:
         if hasattr(model, "save_pretrained"):  # Hugging Face models go back out in their own format
             model.save_pretrained(run.path / "hf")

@@ -17,6 +17,7 @@ import torch
 from tqdm import tqdm
 
 from grove.config import Recipe
+from grove.data.base import DataBundle
 from grove.data.loader import BatchLoader
 from grove.engine import distributed as D
 from grove.device import pick_device
@@ -35,6 +36,7 @@ from grove.engine.evaluate import FinishedRun, evaluate, final_report
 from grove.engine.logging import MetricsLog
 from grove.engine.precision import resolve_speed
 from grove.errors import GroveError
+from grove import privacy
 from grove.models.utils import count_params, load_weights, weights_of
 from grove.registry import MODELS
 from grove.rundir import SCHEMA_VERSION, ModelRef, RunDir, RunMeta
@@ -56,12 +58,16 @@ class Progress:
     train_seconds: float = 0.0
 
 
-def train(recipe: Recipe, recipe_name: str, resume: str | None = None) -> dict:
-    """Train from a recipe (or continue the run at `resume`); returns the run's summary."""
+def train(recipe: Recipe, recipe_name: str, resume: str | None = None, bundle: DataBundle | None = None) -> dict:
+    """Train from a recipe (or continue the run at `resume`); returns the run's summary.
+
+    `bundle` replaces the data the recipe names (its splits already built), for callers that train
+    on a part of a data set, such as `grove audit`'s reference model.
+    """
     device = pick_device(recipe.train.device, int(os.environ.get("LOCAL_RANK", 0)))
     procs = D.init_processes(device.type)
     try:
-        return Trainer(recipe, recipe_name, device, procs).fit(resume)
+        return Trainer(recipe, recipe_name, device, procs, bundle).fit(resume)
     finally:
         D.close_processes()
 
@@ -91,20 +97,33 @@ def batch_len(batch) -> int:
 
 
 class Trainer:
-    def __init__(self, recipe: Recipe, recipe_name: str, device: torch.device, procs: D.Processes):
+    def __init__(self, recipe: Recipe, recipe_name: str, device: torch.device, procs: D.Processes,
+                 bundle: DataBundle | None = None):
         self.recipe, self.recipe_name, self.device, self.procs = recipe, recipe_name, device, procs
         t, d = recipe.train, recipe.data
         seed_everything(t.seed + procs.rank, t.deterministic, device)
+        private = recipe.privacy.enabled
+        if private:
+            privacy.check_recipe(recipe)
         check_settings(recipe, device, procs.world_size)  # before any data is read
 
-        self.bundle = build_data(d)
+        self.bundle = bundle or build_data(d)
+        if private and getattr(self.bundle.train, "sequential", False):
+            raise GroveError(f"data '{d.name}' is a token stream read in order (truncated BPTT), which cannot be "
+                             "sampled example by example for privacy; use a data set of separate examples")
         self.task_options = task_options(recipe, self.bundle)
         self.task = create_task(recipe.task, self.bundle.classes, self.bundle.meta, self.task_options)
         self.model_options = model_options(recipe, self.bundle)
         model = build_model(recipe.model.name, self.model_options)
         if recipe.model.weights:
             load_pretrained(model, recipe.model.weights)
+        self.conversions: list[str] = []  # what meta.json records for load_run to rebuild the same model
+        if private:
+            model, self.conversions = privacy.private_layers(model, pretrained=bool(recipe.model.weights))
         self.speed = resolve_speed(t, device, model, MODELS.get(recipe.model.name).tags.get("family"))
+        if private and self.speed.compile:
+            self.speed.compile = False
+            self.speed.reasons["compile"] = "off: private training (per-example gradients come from module hooks)"
         model = model.to(device, memory_format=torch.channels_last) if self.speed.channels_last else model.to(device)
         self.model = model
 
@@ -114,7 +133,7 @@ class Trainer:
         self.micro_batches = t.grad_accum
         self.per_rank = per_rank
         common = dict(device=device, rank=procs.rank, world_size=procs.world_size, num_workers=d.num_workers, strict=d.strict)
-        self.train_loader = BatchLoader(self.bundle.train, d.batch_size, train=True, seed=t.seed, **common)
+        self.train_loader = BatchLoader(self.bundle.train, d.batch_size, train=True, seed=t.seed, poisson=private, **common)
         eval_batch = d.eval_batch_size or max(per_rank, 256)
         self.val_loader = BatchLoader(self.bundle.val, eval_batch, train=False, **common)
         self.test_loader = (
@@ -124,6 +143,18 @@ class Trainer:
         self.total_steps = t.epochs * self.steps_per_epoch
         if t.max_steps:
             self.total_steps = min(self.total_steps, t.max_steps)
+        self.privacy = None
+        if private:
+            n_train = len(self.bundle.train)
+            self.privacy = privacy.plan(recipe.privacy, n_train, d.batch_size, self.total_steps)
+            if procs.is_main:
+                print(self.privacy.describe(n_train, self.total_steps))
+                if t.clip_grad_norm:
+                    print(f"privacy: train.clip_grad_norm={t.clip_grad_norm:g} is not applied: each example's "
+                          f"gradient is clipped at privacy.max_grad_norm={recipe.privacy.max_grad_norm:g} instead")
+            self.total_steps = self.privacy.steps
+            # The noise has its own generator, seeded apart from the model's and saved in checkpoints.
+            self.noise = torch.Generator(device=device).manual_seed(t.seed + 7_919)
 
         self.optimizer = build_optimizer(recipe.optim, model)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -172,7 +203,7 @@ class Trainer:
             recipe=self.recipe_name,
             task=self.task.name,
             task_options=self.task_options,
-            model=ModelRef(name=self.recipe.model.name, options=self.model_options),
+            model=ModelRef(name=self.recipe.model.name, options=self.model_options, converted=self.conversions),
             classes=self.bundle.classes,
             data=self.bundle.meta,
         )
@@ -193,6 +224,8 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         if state["task"]:  # None in checkpoints of stateless tasks written before the Task protocol
             self.task.load_state_dict(state["task"][self.procs.rank], self.device)
+        if self.privacy:
+            self.noise.set_state(state["privacy"]["noise_rng"])
         rng = state["rng"][self.procs.rank]
         torch.set_rng_state(rng["cpu"])
         if "cuda" in rng and self.device.type == "cuda":
@@ -217,6 +250,7 @@ class Trainer:
                 "raw_weights": weights_of(self.model) if self.ema else None,
                 "rng": rngs,
                 "task": task_states,
+                "privacy": {"noise_rng": self.noise.get_state()} if self.privacy else None,
             }
             run.save_checkpoint(self.progress.step, weights_of(self.eval_model), state, tags)
         D.barrier(self.procs)
@@ -231,7 +265,11 @@ class Trainer:
         main = self.procs.is_main
         log = MetricsLog(run if main else None, purge_step=self.progress.step if resume else None)
         train_model = self.model
-        if self.procs.active:
+        if self.privacy:
+            train_model, self.optimizer = privacy.make_private(
+                self.model, self.optimizer, self.privacy, self.per_rank, self.noise, self.procs.active
+            )
+        elif self.procs.active:
             train_model = torch.nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None
             )
@@ -274,6 +312,7 @@ class Trainer:
             params=count_params(self.model), eval_split="test" if self.test_loader is not None else "val",
             eval_loader=eval_loader, skipped_files=skipped, processes=self.procs.world_size,
             is_main=self.procs.is_main, classes=self.bundle.classes, data_files=self.bundle.files,
+            privacy=self.privacy.summary(self.progress.step) if self.privacy else None,
         )
 
     def early_stop(self) -> bool:
@@ -340,14 +379,21 @@ class Trainer:
         the device), or None when nan_policy=skip skipped the step for a non-finite loss."""
         t = self.recipe.train
         step_loss = None
+        if self.privacy and batch_len(targets) == 0:
+            privacy.empty_grad_samples(self.optimizer)
+            return self.finish_step(torch.zeros((), device=self.device))
         chunks = list(zip(split_batch(inputs, self.micro_batches), split_batch(targets, self.micro_batches)))
+        if self.privacy:  # the DP optimiser divides by this times the backward passes
+            self.optimizer.expected_batch_size = self.per_rank / len(chunks)
         for i, (x, y) in enumerate(chunks):
             # Gradients are all-reduced once, on the last micro-batch.
             no_sync = self.procs.active and i < len(chunks) - 1
             with train_model.no_sync() if no_sync and hasattr(train_model, "no_sync") else nullcontext():
                 with self.speed.autocast():
                     loss, outputs = self.task.step(train_model, x, y)
-                scaled = loss / len(chunks) if len(chunks) > 1 else loss
+                # The DP optimiser clips each example's gradient of its micro-batch's mean loss and
+                # averages over the micro-batches itself.
+                scaled = loss / len(chunks) if len(chunks) > 1 and not self.privacy else loss
                 (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             window.update(outputs, y, loss.detach())
             step_loss = loss.detach() if step_loss is None else step_loss + loss.detach()
@@ -355,7 +401,12 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             self.scheduler.step()
             return None
-        if t.clip_grad_norm:
+        return self.finish_step(step_loss)
+
+    def finish_step(self, step_loss: torch.Tensor) -> torch.Tensor:
+        """Clipping, the optimiser, schedule and EMA steps after the step's backward passes."""
+        t = self.recipe.train
+        if t.clip_grad_norm and not self.privacy:
             if self.scaler:
                 self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_grad_norm)
@@ -384,6 +435,8 @@ class Trainer:
         p = self.progress
         figures = evaluate(self.eval_model, self.val_loader, self.task, self.bundle.transform, self.speed)
         figures = {k: v for k, v in figures.items() if k != "count"}
+        if self.privacy:
+            figures["epsilon"] = self.privacy.epsilon(p.step)
         log.log("val", p.step, p.epoch, figures)
         value = figures[self.task.monitor]
         better = p.best is None or (value > p.best if self.task.monitor_mode == "max" else value < p.best)

@@ -85,7 +85,7 @@ def gather(run: RunDir, device: str = "auto") -> ReportData:
         curves=[(run.plots / name).read_bytes() for name in plot_curves(run)],
         data_name=predictor.run.recipe.data.name, data_options=predictor.run.recipe.data.options(),
         compute=_compute(predictor, summary, records),
-        privacy=_latest(summary, records, ("epsilon", "delta")),
+        privacy=summary.get("privacy", {}),
     )
     if "confusion_matrix" in figures:  # evaluate_run drew it
         data.confusion = (run.plots / f"confusion_{split}.png").read_bytes()

@@ -228,8 +228,11 @@ def _privacy(d: ReportData) -> str:
     p = d.privacy
     if not p:
         return "<p>No privacy accounting is recorded for this run: it was not trained with differential privacy.</p>"
-    rows = [[_td(key), _figure(key, value, ".4g")] for key, value in p.items()]
-    return "<p>Differential privacy of the training (DP-SGD):</p>" + _table(None, rows)
+    rows = [[_td(key), _figure(key, value, ".4g") if isinstance(value, (int, float)) else _td(str(value))]
+            for key, value in p.items() if value is not None]
+    return ("<p>Differential privacy of the training (DP-SGD): with probability at least 1 - delta, no "
+            "single training example changes the chance of any outcome of training by more than a factor "
+            "e<sup>epsilon</sup>.</p>" + _table(None, rows))
 
 
 def _card(d: ReportData) -> str:

@@ -42,6 +42,10 @@ class Task:
     def metrics(self, device) -> Metrics:
         raise NotImplementedError
 
+    def example_losses(self, outputs, targets) -> torch.Tensor:
+        """(B,) the loss of each example of a batch (membership audits score examples by it)."""
+        raise NotImplementedError(f"the {self.name} task has no per-example loss")
+
     # -- state carried across batches (no-ops unless the task has any) ---------------------------
     def reset(self) -> None:
         """Called at the start of every training epoch."""

@@ -28,6 +28,10 @@ class ClassificationTask(Task):
         loss = F.cross_entropy(logits.float(), targets, label_smoothing=self.label_smoothing)
         return loss, logits
 
+    def example_losses(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """(B,) cross-entropy of each example, without label smoothing."""
+        return F.cross_entropy(logits.float(), targets, reduction="none")
+
     def metrics(self, device) -> "ClassificationMetrics":
         return ClassificationMetrics(self.num_classes, device)
 

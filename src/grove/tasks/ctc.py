@@ -34,17 +34,25 @@ class CTCTask(Task):
 
     def step(self, model: nn.Module, inputs: dict, targets: dict):
         """(mean loss, (log_probs, out_lengths)) for one batch."""
-        log_probs, out_lengths = model(inputs["features"], inputs["lengths"])
-        loss = F.ctc_loss(
+        outputs = model(inputs["features"], inputs["lengths"])
+        # each utterance's loss over its target length, then the batch mean
+        return self._ctc_loss(outputs, targets, "mean"), outputs
+
+    def example_losses(self, outputs, targets: dict) -> torch.Tensor:
+        """(B,) each utterance's loss over its target length."""
+        return self._ctc_loss(outputs, targets, "none") / targets["lengths"].clamp(min=1)
+
+    def _ctc_loss(self, outputs, targets: dict, reduction: str) -> torch.Tensor:
+        log_probs, out_lengths = outputs
+        return F.ctc_loss(
             log_probs.transpose(0, 1).float(),  # (T', B, V), as ctc_loss wants
             targets["tokens"],
             out_lengths,
             targets["lengths"],
             blank=self.blank,
-            reduction="mean",  # each utterance's loss over its target length, then the batch mean
+            reduction=reduction,
             zero_infinity=True,  # an utterance too short for its transcript gives 0, not inf
         )
-        return loss, (log_probs, out_lengths)
 
     def metrics(self, device) -> CTCMetrics:
         return CTCMetrics(self.alphabet, self.blank, device)

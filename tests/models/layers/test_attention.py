@@ -127,9 +127,10 @@ def test_rotary_cache_grows_and_ignores_model_dtype():
 
 def test_learned_positions_offset_and_limit():
     pos = LearnedPositions(8, 4)
-    torch.testing.assert_close(pos(3, offset=5), pos.weight[5:8])
+    x = torch.randn(2, 3, 4)
+    torch.testing.assert_close(pos(x, offset=5), x + pos.weight[5:8])  # added to every row of the batch
     with pytest.raises(ValueError, match="8 learned positions"):
-        pos(4, offset=5)
+        pos(torch.randn(2, 4, 4), offset=5)
 
 
 @pytest.mark.parametrize("norm", ["layer", "rms"])

@@ -1,8 +1,9 @@
 """Position information for Transformers: learned absolute positions and rotary embeddings.
 
 - `LearnedPositions(max_len, dim)`: one trained vector per position (GPT-2, BERT). Called as
-  `pos(seq_len, offset=0)` it returns the (seq_len, dim) rows for positions offset..offset+seq_len-1,
-  to be added to the token embeddings. Sequences cannot be longer than `max_len`.
+  `pos(x, offset=0)` on token embeddings x (B, T, dim) it adds the rows of positions
+  offset..offset+T-1. Sequences cannot be longer than `max_len`. It takes the batch rather than a
+  length so that per-example gradients (differentially private training) see a batch-first input.
 - `RotaryEmbedding(head_dim, base=10000)` + `apply_rotary(x, cos, sin)`: RoPE (Su et al., 2021)
   rotates each query/key head by an angle proportional to its position, so their dot product
   depends only on the distance between the two positions. No parameters and no length limit:
@@ -24,7 +25,8 @@ class LearnedPositions(nn.Module):
         self.weight = nn.Parameter(torch.empty(max_len, dim))
         nn.init.normal_(self.weight, std=0.02)  # GPT-2 / BERT position table init
 
-    def forward(self, seq_len: int, offset: int = 0) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
+        seq_len = x.shape[1]
         if offset + seq_len > self.max_len:
             raise ValueError(
                 f"positions {offset}..{offset + seq_len - 1} do not fit the {self.max_len} learned "
@@ -33,7 +35,7 @@ class LearnedPositions(nn.Module):
         # a lookup, not a slice: a view of a parameter made under no_grad has requires_grad but
         # no grad_fn, which trips module hooks such as FlopCounterMode's
         positions = torch.arange(offset, offset + seq_len, device=self.weight.device)  # (T,)
-        return F.embedding(positions, self.weight)  # (T, dim)
+        return x + F.embedding(positions, self.weight)  # (B, T, dim) + (T, dim)
 
 
 class RotaryEmbedding(nn.Module):

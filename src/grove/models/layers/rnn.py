@@ -45,7 +45,8 @@ def run_rnn(
     (no packing needed, so the module is simply called). `exporting` defaults to
     `torch.compiler.is_exporting()`; tests pass True to check the export path against packing.
     """
-    if not isinstance(rnn, (nn.LSTM, nn.GRU)) or not rnn.batch_first:
+    # Opacus' DPLSTM/DPGRU (private training) take the same inputs and give the same outputs.
+    if not getattr(rnn, "batch_first", False):
         raise ValueError(f"run_rnn takes a batch-first nn.LSTM or nn.GRU; got {rnn}")
     if lengths is None:
         out, h = rnn(x)

@@ -338,7 +338,7 @@ class KWT(FeatureInput, ReplaceableHead, nn.Module):
         x = x.transpose(1, 2).reshape(B, T // self.patch_frames, self.patch_frames * Fq)  # (B, N, p*F)
         x = self.embed(x)  # (B, N, D)
         x = torch.cat([self.cls_token.expand(B, -1, -1), x], dim=1)  # (B, N+1, D)
-        x = self.dropout(x + self.positions(x.shape[1]))
+        x = self.dropout(self.positions(x))
         for block in self.blocks:
             x = block(x)
         return self.norm(x)  # (B, N+1, D)

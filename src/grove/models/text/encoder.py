@@ -89,7 +89,7 @@ class EncoderClassifier(TokenInput, ReplaceableHead, nn.Module):
         """The final LayerNorm's output (B, T, n_embd), one vector per token (padding included)."""
         B, T = idx.shape
         pad = idx == self.pad_id  # (B, T), True = padding
-        x = self.drop(self.tok_emb(idx) + self.pos_emb(T))  # (B, T, C)
+        x = self.drop(self.pos_emb(self.tok_emb(idx)))  # (B, T, C)
         for block in self.blocks:
             x = block(x, key_padding_mask=pad)  # (B, T, C)
         return self.ln_f(x)

@@ -125,7 +125,7 @@ class GPT(TokenSampler, nn.Module):
             )
         x = self.transformer.wte(idx)  # (B, T, C)
         if "wpe" in self.transformer:
-            x = x + self.transformer.wpe(T, offset=past)  # (T, C) broadcast over the batch
+            x = self.transformer.wpe(x, offset=past)
         x = self.transformer.drop(x)
         for i, block in enumerate(self.transformer.h):
             x = block(x, causal=True, kv_cache=None if kv_caches is None else kv_caches[i])  # (B, T, C)

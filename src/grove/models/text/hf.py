@@ -57,11 +57,22 @@ class HFSequenceClassifier(nn.Module):
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
         # (B, T) ids padded with pad_id -> (B, num_classes)
-        return self.hf(input_ids=idx, attention_mask=(idx != self.pad_id).long()).logits
+        return self.hf(**self._inputs(idx)).logits
 
     def forward_features(self, idx: torch.Tensor) -> torch.Tensor:
         """The base model's last hidden states (B, T, hidden)."""
-        return self.hf.base_model(input_ids=idx, attention_mask=(idx != self.pad_id).long()).last_hidden_state
+        return self.hf.base_model(**self._inputs(idx)).last_hidden_state
+
+    def _inputs(self, idx: torch.Tensor) -> dict:
+        inputs = {"input_ids": idx, "attention_mask": (idx != self.pad_id).long()}
+        embeddings = getattr(self.hf.base_model, "embeddings", None)
+        table = getattr(embeddings, "position_ids", None)
+        if table is not None and not hasattr(embeddings, "padding_idx"):
+            # BERT-style positions 0..T-1, given per row rather than (1, T) broadcast, so that the
+            # position table's per-example gradients (private training) have a batch dimension.
+            # (RoBERTa-style embeddings, with a padding_idx, derive positions from the ids.)
+            inputs["position_ids"] = table[:, : idx.shape[1]].expand(idx.shape[0], -1)
+        return inputs
 
     def reset_classifier(self, num_classes: int) -> None:
         parent, name, old = self._output_layer()

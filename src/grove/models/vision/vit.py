@@ -119,7 +119,7 @@ class VisionTransformer(ImageInput, ReplaceableHead, nn.Module):
         """The input to the first block: class token + patch tokens, with positions (B, N+1, dim)."""
         x = self.patch_embed(x)  # (B, N, dim)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)  # (B, N+1, dim)
-        return self.pos_drop(x + self.pos_embed(x.shape[1]))
+        return self.pos_drop(self.pos_embed(x))
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.tokens(x)
