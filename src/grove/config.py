@@ -31,6 +31,8 @@ class ModelConfig(BaseModel):
     name: str
     # A state dict (.safetensors, .pt or .pth, e.g. a torchvision checkpoint) loaded before training.
     weights: str | None = None
+    # Parameters kept as built or loaded: names or fnmatch patterns, e.g. "hf.bert.embeddings.*".
+    freeze: list[str] = []
 
     def options(self) -> dict[str, Any]:
         return dict(self.model_extra or {})

@@ -37,3 +37,24 @@ def test_loading_weights_leaves_the_random_stream_alone(tmp_path):
     torch.manual_seed(1)
     load_pretrained(model, str(tmp_path / "w.safetensors"))
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_frozen_parameters_keep_their_values_through_training(tmp_path):
+    from grove.config import load_recipe
+    from grove.engine.loop import train
+    from grove.rundir import load_run
+
+    recipe, name = load_recipe("digits-cnn", [f"run.dir={tmp_path}", "train.max_steps=3", "train.precision=fp32",
+                                              'model.freeze=["conv*"]'])
+    torch.manual_seed(0)
+    fresh = create_model("seed_cnn", num_classes=10, in_channels=1, image_size=8)
+    model = load_run(train(recipe, name)["run"]).model
+    assert torch.equal(model.conv1.weight, fresh.conv1.weight) and torch.equal(model.conv2.bias, fresh.conv2.bias)
+    assert not torch.equal(model.fc1.weight, fresh.fc1.weight)
+
+
+def test_a_freeze_pattern_that_matches_nothing_is_one_line():
+    from grove.engine.build import freeze
+
+    with pytest.raises(GroveError, match=r"model.freeze: 'encoder.\*' matches no parameter.*conv1.weight"):
+        freeze(create_model("seed_cnn", in_channels=1, image_size=8), ["encoder.*"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import pickle
 import warnings
@@ -124,6 +125,19 @@ def load_pretrained(model: nn.Module, path: str) -> None:
         load_weights(model, weights)
     except (ValueError, RuntimeError) as err:
         raise GroveError(f"model.weights: {path} does not fit model: {str(err).splitlines()[0]}") from None
+
+
+def freeze(model: nn.Module, patterns: list[str]) -> None:
+    """Parameters whose names match a pattern (fnmatch) stop training; each pattern must match one."""
+    names = [name for name, _ in model.named_parameters()]
+    for pattern in patterns:
+        if not fnmatch.filter(names, pattern):
+            raise GroveError(f"model.freeze: '{pattern}' matches no parameter of the model; its names look like "
+                             f"{', '.join(names[:3])} ..., and a pattern such as '{names[0].split('.')[0]}.*' "
+                             "matches a whole part")
+    for name, param in model.named_parameters():
+        if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns):
+            param.requires_grad_(False)
 
 
 def _head_names(model: nn.Module) -> set[str]:

@@ -26,6 +26,7 @@ from grove.engine.build import (
     build_model,
     build_optimizer,
     check_settings,
+    freeze,
     load_pretrained,
     lr_factor,
     model_options,
@@ -117,6 +118,7 @@ class Trainer:
         model = build_model(recipe.model.name, self.model_options)
         if recipe.model.weights:
             load_pretrained(model, recipe.model.weights)
+        freeze(model, recipe.model.freeze)
         self.conversions: list[str] = []  # what meta.json records for load_run to rebuild the same model
         if private:
             model, self.conversions = privacy.private_layers(model, pretrained=bool(recipe.model.weights))

@@ -71,7 +71,7 @@ class PrivacyPlan:
             return 0.0
         accountant = _accountant(self.accountant)
         accountant.history = [(self.noise_multiplier, self.sample_rate, steps)]
-        return float(accountant.get_epsilon(delta=self.delta))
+        return float(accountant.get_epsilon(delta=self.delta, **_orders(self.accountant)))
 
     def describe(self, n_train: int, planned_steps: int) -> str:
         target = f"target epsilon {self.target_epsilon:g}" if self.target_epsilon else "no epsilon target"
@@ -102,7 +102,7 @@ def plan(cfg, n_train: int, batch_size: int, planned_steps: int) -> PrivacyPlan:
     if cfg.noise_multiplier is None:
         try:
             sigma = get_noise_multiplier(target_epsilon=cfg.epsilon, target_delta=delta, sample_rate=q,
-                                         steps=planned_steps, accountant=cfg.accountant)
+                                         steps=planned_steps, accountant=cfg.accountant, **_orders(cfg.accountant))
         except ValueError as err:
             raise GroveError(f"privacy.epsilon={cfg.epsilon:g} cannot be reached: {err}") from None
         return PrivacyPlan(noise_multiplier=float(sigma), steps=planned_steps, **common)
@@ -122,6 +122,14 @@ def _budget_steps(p: PrivacyPlan, epsilon: float, most: int) -> int:
         mid = (low + high + 1) // 2
         low, high = (mid, high) if p.epsilon(mid) <= epsilon else (low, mid - 1)
     return low
+
+
+def _orders(accountant: str) -> dict:
+    """RDP orders to search: Opacus' defaults stop at 63, whose bound is loose for few steps of
+    little noise (it warns that the best order is its largest); these go on to 1024."""
+    from opacus.accountants import RDPAccountant
+
+    return {"alphas": RDPAccountant.DEFAULT_ALPHAS + list(range(64, 1025, 16))} if accountant == "rdp" else {}
 
 
 def _accountant(name: str):

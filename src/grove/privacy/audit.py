@@ -123,8 +123,10 @@ def example_losses(loaded: LoadedRun, data) -> tuple[np.ndarray, np.ndarray | No
 
 
 def reference_losses(loaded: LoadedRun, train_on, audited: list, max_steps: int) -> tuple[list[np.ndarray], int]:
-    """The losses of each of `audited` under a reference model trained with the run's recipe (its
-    privacy off) on `train_on` alone, for at most `max_steps` steps; and the steps it took."""
+    """The losses of each of `audited` under a reference model trained with the run's recipe on
+    `train_on` alone, for at most `max_steps` steps; and the steps it took. A private run's
+    reference is private too: calibration compares the run with a model trained the same way (and
+    the clipped steps of a private recipe's learning rate would diverge without clipping)."""
     from grove.engine.loop import train
 
     recipe, meta = loaded.recipe, loaded.meta
@@ -144,8 +146,6 @@ def reference_losses(loaded: LoadedRun, train_on, audited: list, max_steps: int)
                                           "device": str(loaded.device)}),
             "run": recipe.run.model_copy(update={"dir": folder, "name": "reference"}),
         }
-        if getattr(recipe, "privacy", None) is not None:
-            update["privacy"] = type(recipe.privacy)()  # the section's defaults: off
         with contextlib.redirect_stdout(io.StringIO()):  # the loop's report of a run about to vanish
             summary = train(recipe.model_copy(update=update), "reference", bundle=bundle)
         trained = load_run(summary["run"], "last", str(loaded.device))
