@@ -388,11 +388,14 @@ def cmd_audit(args) -> int:
                  f"{ref['steps']} steps)") if ref else ""
         print(f"{name:<10}  {a['auc']:.3f}  {a['tpr_at_1pct_fpr']:9.3f}  {members:7d}  {non_members:11d}  "
               f"{a['members_loss']:.4g} / {a['non_members_loss']:.4g}{under}")
+        if ref and not ref["learned"]:
+            print(f"warning: the reference model did not learn (its held-out loss {a['non_members_loss']:.3g} is worse "
+                  "than guessing), so the calibrated attack's AUC means nothing here; the loss attack's stands")
     if "accuracy" in result:
         acc = result["accuracy"]
         print(f"accuracy: members {acc['members']:.4f}, non-members {acc['non_members']:.4f} (gap {acc['gap']:+.4f})")
     best = max(a["auc"] for a in result["attacks"].values())
-    print(f"An AUC of 0.5 means an attack tells members from non-members no better than chance (the best here is "
+    print(f"An AUC of 0.5 means an attack tells members from non-members no better than chance (the highest here is "
           f"{best:.3f}); a low AUC does not prove privacy: only differential privacy's epsilon bounds every attack.")
     print(f"audit: {Path(result['run']) / AUDIT}")
     return 0

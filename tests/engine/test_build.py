@@ -58,3 +58,10 @@ def test_a_freeze_pattern_that_matches_nothing_is_one_line():
 
     with pytest.raises(GroveError, match=r"model.freeze: 'encoder.\*' matches no parameter.*conv1.weight"):
         freeze(create_model("seed_cnn", in_channels=1, image_size=8), ["encoder.*"])
+
+
+def test_freezing_every_parameter_is_one_line():
+    from grove.engine.build import freeze
+
+    with pytest.raises(GroveError, match="freezes every parameter"):
+        freeze(create_model("seed_cnn", in_channels=1, image_size=8), ["*"])

@@ -1,6 +1,8 @@
 """Differentially private training: per-example gradients, clipping, accounting, the loader's
 Poisson sampling, and private runs end to end (resume, two processes, bad settings)."""
 
+from pathlib import Path
+
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -247,3 +249,36 @@ def test_a_token_stream_cannot_be_trained_privately(tmp_path, capsys):
             "privacy.epsilon=8"]
     assert main(args) == 2
     assert "token stream" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def private_digits(tmp_path_factory):
+    recipe, name = load_recipe("digits-cnn-dp", [f"run.dir={tmp_path_factory.mktemp('dp')}", "train.max_steps=4",
+                                                 "train.precision=fp32"])
+    return train(recipe, name)["run"]
+
+
+@pytest.mark.e2e
+def test_int8_export_of_a_private_run_calibrates_on_held_out_inputs(private_digits, monkeypatch):
+    import grove.export as export
+
+    asked, held_out_batch = [], export._held_out_batch
+
+    def spy(loaded, n, split="val"):
+        asked.append(split)
+        return held_out_batch(loaded, n, split)
+
+    monkeypatch.setattr(export, "_held_out_batch", spy)
+    assert main(["export", private_digits, "--int8", "--out", str(Path(private_digits) / "int8")]) == 0
+    assert asked and "train" not in asked  # static int8's min/max ranges would leak training examples
+
+
+def test_auditing_a_run_still_training_is_one_line(private_digits, tmp_path, capsys):
+    import shutil
+
+    unfinished = tmp_path / "unfinished"
+    shutil.copytree(private_digits, unfinished, symlinks=True)
+    (unfinished / "summary.json").unlink()
+    assert main(["audit", str(unfinished)]) == 2
+    err = capsys.readouterr().err
+    assert "still training" in err and err.count("\n") == 1

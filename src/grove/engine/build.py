@@ -138,6 +138,8 @@ def freeze(model: nn.Module, patterns: list[str]) -> None:
     for name, param in model.named_parameters():
         if any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns):
             param.requires_grad_(False)
+    if patterns and not any(p.requires_grad for p in model.parameters()):
+        raise GroveError(f"model.freeze {patterns} freezes every parameter: nothing would train; freeze a part")
 
 
 def _head_names(model: nn.Module) -> set[str]:

@@ -145,16 +145,16 @@ class Trainer:
         self.total_steps = t.epochs * self.steps_per_epoch
         if t.max_steps:
             self.total_steps = min(self.total_steps, t.max_steps)
-        self.privacy = None
+        self.dp_plan = None
         if private:
             n_train = len(self.bundle.train)
-            self.privacy = privacy.plan(recipe.privacy, n_train, d.batch_size, self.total_steps)
+            self.dp_plan = privacy.plan(recipe.privacy, n_train, d.batch_size, self.total_steps)
             if procs.is_main:
-                print(self.privacy.describe(n_train, self.total_steps))
+                print(self.dp_plan.describe(n_train, self.total_steps))
                 if t.clip_grad_norm:
                     print(f"privacy: train.clip_grad_norm={t.clip_grad_norm:g} is not applied: each example's "
                           f"gradient is clipped at privacy.max_grad_norm={recipe.privacy.max_grad_norm:g} instead")
-            self.total_steps = self.privacy.steps
+            self.total_steps = self.dp_plan.steps
             # The noise has its own generator, seeded apart from the model's and saved in checkpoints.
             self.noise = torch.Generator(device=device).manual_seed(t.seed + 7_919)
 
@@ -226,7 +226,7 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         if state["task"]:  # None in checkpoints of stateless tasks written before the Task protocol
             self.task.load_state_dict(state["task"][self.procs.rank], self.device)
-        if self.privacy:
+        if self.dp_plan:
             self.noise.set_state(state["privacy"]["noise_rng"])
         rng = state["rng"][self.procs.rank]
         torch.set_rng_state(rng["cpu"])
@@ -252,7 +252,7 @@ class Trainer:
                 "raw_weights": weights_of(self.model) if self.ema else None,
                 "rng": rngs,
                 "task": task_states,
-                "privacy": {"noise_rng": self.noise.get_state()} if self.privacy else None,
+                "privacy": {"noise_rng": self.noise.get_state()} if self.dp_plan else None,
             }
             run.save_checkpoint(self.progress.step, weights_of(self.eval_model), state, tags)
         D.barrier(self.procs)
@@ -267,9 +267,9 @@ class Trainer:
         main = self.procs.is_main
         log = MetricsLog(run if main else None, purge_step=self.progress.step if resume else None)
         train_model = self.model
-        if self.privacy:
+        if self.dp_plan:
             train_model, self.optimizer = privacy.make_private(
-                self.model, self.optimizer, self.privacy, self.per_rank, self.noise, self.procs.active
+                self.model, self.optimizer, self.dp_plan, self.per_rank, self.noise, self.procs.active
             )
         elif self.procs.active:
             train_model = torch.nn.parallel.DistributedDataParallel(
@@ -314,7 +314,7 @@ class Trainer:
             params=count_params(self.model), eval_split="test" if self.test_loader is not None else "val",
             eval_loader=eval_loader, skipped_files=skipped, processes=self.procs.world_size,
             is_main=self.procs.is_main, classes=self.bundle.classes, data_files=self.bundle.files,
-            privacy=self.privacy.summary(self.progress.step) if self.privacy else None,
+            privacy=self.dp_plan.summary(self.progress.step) if self.dp_plan else None,
         )
 
     def early_stop(self) -> bool:
@@ -381,11 +381,11 @@ class Trainer:
         the device), or None when nan_policy=skip skipped the step for a non-finite loss."""
         t = self.recipe.train
         step_loss = None
-        if self.privacy and batch_len(targets) == 0:
+        if self.dp_plan and batch_len(targets) == 0:
             privacy.empty_grad_samples(self.optimizer)
             return self.finish_step(torch.zeros((), device=self.device))
         chunks = list(zip(split_batch(inputs, self.micro_batches), split_batch(targets, self.micro_batches)))
-        if self.privacy:  # the DP optimiser divides by this times the backward passes
+        if self.dp_plan:  # the DP optimiser divides by this times the backward passes
             self.optimizer.expected_batch_size = self.per_rank / len(chunks)
         for i, (x, y) in enumerate(chunks):
             # Gradients are all-reduced once, on the last micro-batch.
@@ -395,7 +395,7 @@ class Trainer:
                     loss, outputs = self.task.step(train_model, x, y)
                 # The DP optimiser clips each example's gradient of its micro-batch's mean loss and
                 # averages over the micro-batches itself.
-                scaled = loss / len(chunks) if len(chunks) > 1 and not self.privacy else loss
+                scaled = loss / len(chunks) if len(chunks) > 1 and not self.dp_plan else loss
                 (self.scaler.scale(scaled) if self.scaler else scaled).backward()
             window.update(outputs, y, loss.detach())
             step_loss = loss.detach() if step_loss is None else step_loss + loss.detach()
@@ -408,7 +408,7 @@ class Trainer:
     def finish_step(self, step_loss: torch.Tensor) -> torch.Tensor:
         """Clipping, the optimiser, schedule and EMA steps after the step's backward passes."""
         t = self.recipe.train
-        if t.clip_grad_norm and not self.privacy:
+        if t.clip_grad_norm and not self.dp_plan:
             if self.scaler:
                 self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), t.clip_grad_norm)
@@ -437,8 +437,8 @@ class Trainer:
         p = self.progress
         figures = evaluate(self.eval_model, self.val_loader, self.task, self.bundle.transform, self.speed)
         figures = {k: v for k, v in figures.items() if k != "count"}
-        if self.privacy:
-            figures["epsilon"] = self.privacy.epsilon(p.step)
+        if self.dp_plan:
+            figures["epsilon"] = self.dp_plan.epsilon(p.step)
         log.log("val", p.step, p.epoch, figures)
         value = figures[self.task.monitor]
         better = p.best is None or (value > p.best if self.task.monitor_mode == "max" else value < p.best)

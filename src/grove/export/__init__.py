@@ -276,7 +276,10 @@ def _quantize(loaded: LoadedRun, spec: GraphSpec, stage: Path, fp32: Path, input
     mode = int8_mode(loaded.model, loaded.model.example_input(2))
     calibration, calibrated = None, 0
     if mode == "static":  # activation ranges from training inputs, fed 16 at a time
-        _, batch = _held_out_batch(loaded, CALIBRATION_INPUTS, "train")
+        # A private run's guarantee covers its training data only through DP-SGD: min/max ranges
+        # set by single training examples would leak them, so it calibrates on held-out inputs.
+        private = loaded.recipe.privacy.enabled
+        _, batch = _held_out_batch(loaded, CALIBRATION_INPUTS, "val" if private else "train")
         feeds = [x.numpy() for x in graph_inputs(loaded.meta.task, loaded.meta.modality, batch)]
         calibrated = len(feeds[0])
         calibration = [dict(zip(spec.input_names, (x[i : i + 16] for x in feeds))) for i in range(0, calibrated, 16)]

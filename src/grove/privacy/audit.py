@@ -24,6 +24,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import io
+import math
 import tempfile
 from pathlib import Path
 
@@ -35,7 +36,7 @@ from grove.data.base import DataBundle
 from grove.data.loader import BatchLoader
 from grove.engine.build import build_split
 from grove.errors import GroveError
-from grove.rundir import LoadedRun, load_run
+from grove.rundir import SUMMARY, LoadedRun, load_run
 
 AUDIT = "audit.json"  # in the run directory
 MIN_HELD_OUT = 20  # held-out examples below which the figures are noise
@@ -55,6 +56,9 @@ def audit_run(run_dir: str | Path, checkpoint: str = "best", members: int = 1000
         if value < 1:
             raise GroveError(f"{option} must be at least 1, got {value}")
     loaded = load_run(run_dir, checkpoint, device)
+    if not (loaded.dir.path / SUMMARY).is_file():
+        raise GroveError(f"{loaded.dir.path} has no {SUMMARY}: the run is still training or was stopped before it "
+                         f"ended; audit a finished run (`grove train --resume {loaded.dir.path}` finishes this one)")
     if loaded.meta.task == "lm":
         raise GroveError("a language model trains on windows of one token stream, so membership of a window is "
                          "not defined per example: audit a classification or ctc run")
@@ -84,10 +88,12 @@ def audit_run(run_dir: str | Path, checkpoint: str = "best", members: int = 1000
     if reference:
         reference_set = subset(held_out, outside)
         (ref_member, ref_non_member), steps = reference_losses(loaded, reference_set, audited, reference_steps)
+        # A reference that did not learn (worse than guessing) calibrates nothing.
+        chance = math.log(len(loaded.meta.classes)) if loaded.task.name == "classification" else math.inf
         attacks["calibrated"] = {
             **attack_figures(ref_member - member_loss, ref_non_member - non_member_loss),
             **mean_losses(ref_member, ref_non_member),
-            "reference": {"examples": len(reference_set), "steps": steps},
+            "reference": {"examples": len(reference_set), "steps": steps, "learned": bool(ref_non_member.mean() < chance)},
         }
     result["attacks"] = attacks
     loaded.dir.write_json(AUDIT, result)
