@@ -14,10 +14,11 @@
       eval_<split>.json  `grove evaluate`'s figures (also written by `grove report`)
       explanations/      `grove explain`'s pictures and attribution arrays
       report.html        `grove report`'s page (plots/reliability_<split>.png beside the others)
+      audit.json         `grove audit`'s membership-inference figures
 
 model.safetensors holds the weights to use (the EMA weights when EMA is on); state.pt holds
-everything else needed to resume: optimiser, scheduler, scaler, raw weights under EMA, RNG states,
-data position and step. Every file is written to a temporary name and renamed into place, and a
+everything else needed to resume: optimiser, scheduler, scaler, raw weights under EMA, RNG states
+(and a private run's noise generator), data position and step. Every file is written to a temporary name and renamed into place, and a
 checkpoint directory is complete before `last` points at it, so a killed process never leaves a
 half-written checkpoint behind.
 
