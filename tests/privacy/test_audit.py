@@ -133,7 +133,8 @@ def test_audit_finds_a_memorised_training_set(memorised, capsys):
     result = json.loads((memorised / "audit.json").read_text())
     assert set(result["attacks"]) == {"loss", "calibrated"}
     assert result["members"] == result["non_members"] == 40 and result["split"] == "test"
-    assert result["attacks"]["calibrated"]["reference"] == {"examples": 40, "steps": 40}
+    # labels of noise images cannot be learnt: the reference does no better than guessing on others
+    assert result["attacks"]["calibrated"]["reference"] == {"examples": 40, "steps": 40, "learned": False}
     assert result["accuracy"]["members"] > 0.95 and result["accuracy"]["gap"] > 0.3
     for name, figures in result["attacks"].items():
         assert figures["auc"] > {"loss": 0.9, "calibrated": 0.65}[name], (name, figures)

@@ -95,9 +95,12 @@ def test_texts_as_json_or_plain_text(client, tiny_runs):
     assert [[t["label"] for t in r["top"]] for r in response.json()["results"]] == [[lab for lab, _ in r] for r in expected]
     plain = predict(client, "text", content=texts[1].encode(), headers={"content-type": "text/plain"},
                     params={"top_k": 2})
-    assert plain.json()["results"] == response.json()["results"][1:]
     form = predict(client, "text", files={"text": (None, texts[0])}, params={"top_k": 2})
-    assert form.json()["results"] == response.json()["results"][:1]
+    # alone, a text is padded to its own length, in a batch to the longest: float sums may differ in the last bits
+    for one, batched in ((plain, response.json()["results"][1]), (form, response.json()["results"][0])):
+        (alone,) = one.json()["results"]
+        assert [t["label"] for t in alone["top"]] == [t["label"] for t in batched["top"]]
+        assert [t["probability"] for t in alone["top"]] == pytest.approx([t["probability"] for t in batched["top"]], rel=1e-5)
 
 
 def test_audio_keywords_and_transcripts(client, tiny_runs):
